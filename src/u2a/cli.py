@@ -1,0 +1,56 @@
+"""The ``u2a`` command. Each area of the package registers its own subcommands.
+
+A subcommand module exposes ``register(subparsers)``, which adds its parser(s) and sets
+``func`` (called with the parsed ``argparse.Namespace``, returning an exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from u2a import __version__
+from u2a.errors import U2AError
+
+# Modules that add subcommands, in the order they appear in ``u2a --help``.
+SUBCOMMAND_MODULES = [
+    "u2a.commands.params",
+]
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="u2a",
+        description="Unified Unimodal Adaptation: multimodal models that stay accurate when modalities are missing.",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"u2a {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        importlib.import_module(name).register(sub, _Formatter)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except U2AError as e:
+        print(f"u2a: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("u2a: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""``u2a params CONFIG``: total and learnable parameters of the model a config describes."""
+
+from __future__ import annotations
+
+import argparse
+
+from u2a.config import load_model_config
+
+
+def run(args: argparse.Namespace) -> int:
+    from u2a.model import U2AModel
+
+    cfg = load_model_config(args.config)
+    # counting needs the architecture only: randomly initialised encoders, built offline for the
+    # encoders whose configs u2a ships
+    model = U2AModel.from_config(cfg, pretrained=False if not args.pretrained else None)
+    total, learnable = model.count_parameters()
+    print(f"config: {args.config}")
+    for m in cfg.modalities:
+        enc = model.encoders[m.name]
+        print(f"  {m.name:<8} {m.encoder} ({enc.family}, {enc.num_layers} layers, width {enc.hidden_size})")
+    print(f"total parameters:     {total:,} ({total / 1e6:.2f}M)")
+    print(f"learnable parameters: {learnable:,} ({learnable / 1e6:.2f}M)")
+    if args.verbose:
+        groups: dict[str, int] = {}
+        for n, p in model.named_parameters():
+            if p.requires_grad:
+                key = "lora" if "lora_" in n else n.split(".")[0]
+                groups[key] = groups.get(key, 0) + p.numel()
+        for k, v in groups.items():
+            print(f"  {k:<12} {v:,}")
+    return 0
+
+
+def register(sub, formatter_class) -> None:
+    p = sub.add_parser(
+        "params",
+        help="count total and learnable parameters of a config's model",
+        description="Build the model of CONFIG (randomly initialised encoders, so it works offline) "
+        "and print its total and learnable parameter counts.",
+        formatter_class=formatter_class,
+    )
+    p.add_argument("config", help="a run or model YAML config")
+    p.add_argument("--pretrained", action="store_true", help="load the encoders' weights instead of random init")
+    p.add_argument("-v", "--verbose", action="store_true", help="break learnable parameters down by group")
+    p.set_defaults(func=run)

@@ -1,0 +1,113 @@
+"""The encoder adapter interface.
+
+An adapter wraps one Hugging Face transformers model and splits it in two, as U2A needs
+(paper, equations 1 and 3):
+
+* :meth:`EncoderAdapter.embed` - the frozen embedding layer: raw model inputs -> a token sequence
+  (``n x L x d``) *without* the model's own class token(s), plus a key padding mask (1 = real token)
+  for families that pad (text) or ``None``.
+* :meth:`EncoderAdapter.encode` - the transformer stack and its final norm on a sequence into which
+  U2A has put its own CLS and mask tokens.
+
+Each family names its LoRA targets exactly (:attr:`lora_target_pattern`, a regex that must match
+the query, key, value and attention-output projections of every block and nothing else).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Mapping
+
+import torch
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+
+
+class EncoderAdapter(nn.Module):
+    #: registry key, e.g. "bert"
+    family: ClassVar[str] = ""
+    #: ``config.model_type`` values this adapter handles
+    model_types: ClassVar[tuple[str, ...]] = ()
+    #: what kind of raw input the encoder takes: "text", "image" or "audio"
+    kind: ClassVar[str] = ""
+    #: names of the tensors the adapter takes from a batch; the first is required, the rest optional
+    input_names: ClassVar[tuple[str, ...]] = ()
+    #: regex (full match, as peft uses it) naming the q, k, v and attention-output Linear layers
+    lora_target_pattern: ClassVar[str] = ""
+
+    def __init__(self, model: PreTrainedModel):
+        super().__init__()
+        self.model = model
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def encoder_config(cls, config: PretrainedConfig) -> PretrainedConfig:
+        """The config of the part u2a uses (e.g. the vision tower of a CLIP config)."""
+        return config
+
+    @classmethod
+    def model_class(cls) -> type[PreTrainedModel]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, config: PretrainedConfig) -> "EncoderAdapter":
+        """A randomly initialised encoder of the given architecture."""
+        return cls(cls.model_class()(cls.encoder_config(config)))
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, config: PretrainedConfig, **kwargs: Any) -> "EncoderAdapter":
+        model = cls.model_class().from_pretrained(name_or_path, config=cls.encoder_config(config), **kwargs)
+        return cls(model)
+
+    # ---- sizes --------------------------------------------------------------------------
+    @property
+    def config(self) -> PretrainedConfig:
+        return self.model.config
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.config.hidden_size)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.config.num_hidden_layers)
+
+    def batch_size(self, inputs: Mapping[str, torch.Tensor]) -> int:
+        return int(inputs[self.input_names[0]].shape[0])
+
+    # ---- forward pieces -----------------------------------------------------------------
+    def embed(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        raise NotImplementedError
+
+    def encode(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def default_cls(self) -> torch.Tensor | None:
+        """The embedding of the model's own class token (with its position), used to initialise
+        U2A's learnable CLS token; ``None`` for families without one (then it starts random)."""
+        return None
+
+    def placeholder_inputs(self, n: int, like: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Inputs standing for ``n`` missing samples, as the paper's baselines feed them
+        (empty text, an all-zero image or audio). ``like`` is a real batch to copy shapes from."""
+        raise NotImplementedError
+
+    def subset(self, inputs: Mapping[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The rows ``index`` of a batch of inputs."""
+        return {k: inputs[k].index_select(0, index) for k in self.input_names if k in inputs}
+
+    def check_inputs(self, inputs: Mapping[str, Any], modality: str) -> None:
+        from u2a.errors import ModelError
+
+        missing = [k for k in self.input_names[:1] if k not in inputs]
+        if missing:
+            raise ModelError(
+                f"modality {modality!r} ({self.family} encoder) needs inputs {list(self.input_names)}; "
+                f"missing {missing} (got {sorted(inputs)})"
+            )
+        rows = {k: int(inputs[k].shape[0]) for k in self.input_names if k in inputs}
+        if len(set(rows.values())) > 1:
+            raise ModelError(f"modality {modality!r}: input tensors disagree in batch size: {rows}")
+
+    def extra_repr(self) -> str:
+        return f"family={self.family}, hidden_size={self.hidden_size}, layers={self.num_layers}"

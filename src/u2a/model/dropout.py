@@ -1,0 +1,30 @@
+"""Random modality dropout (paper, end of Section 3) for complete training samples."""
+
+from __future__ import annotations
+
+import torch
+
+
+def sample_modality_dropout(
+    present: torch.Tensor, generator: torch.Generator | None = None, keep_prob: float | None = None
+) -> torch.Tensor:
+    """Per sample, keep every modality or drop one; only samples that have all modalities.
+
+    ``keep_prob=None`` chooses uniformly among the M + 1 outcomes (keep all, drop modality 1, ...,
+    drop modality M); otherwise "keep all" has probability ``keep_prob`` and the dropped modality
+    is uniform. Returns a bool mask ``(B, M)``: True where the modality is dropped for selection.
+    A dropped modality is still encoded: its real CLS output stays the alignment target.
+    """
+    b, m = present.shape
+    complete = present.all(dim=1)
+    if keep_prob is None:
+        choice = torch.randint(0, m + 1, (b,), generator=generator)
+    else:
+        keep = torch.rand(b, generator=generator) < keep_prob
+        which = torch.randint(1, m + 1, (b,), generator=generator)
+        choice = torch.where(keep, torch.zeros_like(which), which)
+    choice = torch.where(complete.cpu(), choice, torch.zeros_like(choice))
+    drop = torch.zeros((b, m), dtype=torch.bool)
+    rows = (choice > 0).nonzero().squeeze(1)
+    drop[rows, choice[rows] - 1] = True
+    return drop.to(present.device)
