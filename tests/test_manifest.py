@@ -150,8 +150,10 @@ BAD_CASES = {
     "image_is_a_folder": ({"id": "b", "label": "cat", "image": "frames"}, "image", "not a file"),
     "empty_audio": ({"id": "b", "label": "cat", "audio": "empty.wav", "text": "x"}, "audio", "empty file"),
     "missing_audio": ({"id": "b", "label": "cat", "audio": "gone.wav", "text": "x"}, "audio", "file not found"),
-    "empty_frame_folder": ({"id": "b", "label": "cat", "video": "noframes", "text": "x"}, "video", "empty frame folder"),
-    "all_modalities_missing": ({"id": "b", "label": "cat", "image": None, "text": None}, None, "every modality is missing"),
+    "empty_frame_folder": ({"id": "b", "label": "cat", "video": "noframes", "text": "x"}, "video",
+                           "empty frame folder"),
+    "all_modalities_missing": ({"id": "b", "label": "cat", "image": None, "text": None}, None,
+                               "every modality is missing"),
     "unknown_split": ({"id": "b", "label": "cat", "text": "x", "split": "training-set"}, "split", "unknown split name"),
 }
 
@@ -337,7 +339,8 @@ def test_split_folder(files):
 
 def test_split_folder_errors(files):
     jsonl(files / "train.jsonl", {"id": "1", "label": "a", "text": "x"})
-    jsonl(files / "val.jsonl", {"id": "1", "label": "a", "text": "y"}, {"id": "2", "label": "a", "text": "y", "split": "test"})
+    jsonl(files / "val.jsonl", {"id": "1", "label": "a", "text": "y"},
+          {"id": "2", "label": "a", "text": "y", "split": "test"})
     jsonl(files / "test.jsonl", {"id": "3", "label": "z", "text": "x"})
     with pytest.raises(DataError) as e:
         load_splits(files, classes=["a"])

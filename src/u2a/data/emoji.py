@@ -27,7 +27,8 @@ import tarfile
 import tempfile
 from collections import Counter
 from pathlib import Path, PurePosixPath
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from u2a.data.manifest import SPLITS, write_manifest
 from u2a.errors import DataError
@@ -246,6 +247,7 @@ def prepare_emoji(
     classes = sorted(by_class)
 
     with atomic_dir(folder) as tmp:
+        tmp.chmod(0o755)  # mkdtemp makes it 0700; a dataset folder is readable like any other
         (tmp / "images").mkdir()
         for r in tqdm(rows, desc="emoji images", unit=" img", disable=not progress):
             (tmp / r["image"]).write_bytes(to_rgb_png(pngs[r.pop("_png")]))

@@ -22,7 +22,8 @@ import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, NamedTuple
+from collections.abc import Iterable, Mapping, Sequence
 
 from u2a.errors import DataError
 from u2a.io import atomic_write_text
@@ -84,7 +85,7 @@ class Manifest:
     def __iter__(self):
         return iter(self.samples)
 
-    def split(self, name: str) -> "Manifest":
+    def split(self, name: str) -> Manifest:
         """The samples of one split (``train``, ``val`` or ``test``), as a Manifest."""
         name = _split_name(name)
         if name is None:
@@ -211,7 +212,7 @@ def _read_csv(path: Path, text: str) -> tuple[list[_Record], list[Problem]]:
             problems.append(Problem(path, start, None,
                                     f"expected {len(header)} CSV fields (as in the header), got {len(row)}"))
             continue
-        records.append(_Record(start, dict(zip(header, row)), True))
+        records.append(_Record(start, dict(zip(header, row, strict=True)), True))
     if header is None:
         raise DataError(f"{path}: empty CSV file (no header row)")
     for col in ("id", "label"):
@@ -447,7 +448,7 @@ def read_classes(spec: str | os.PathLike) -> list[str]:
             names = [str(x).strip() for x in obj]
         else:
             names = [ln.strip() for ln in text.splitlines()]
-    elif isinstance(spec, str) and not p.suffix.lower() in (".json", ".txt"):
+    elif isinstance(spec, str) and p.suffix.lower() not in (".json", ".txt"):
         names = [x.strip() for x in spec.split(",")]
     else:
         raise DataError(f"{spec}: class list file not found")

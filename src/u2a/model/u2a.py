@@ -31,6 +31,19 @@ FORMAT_VERSION = 1
 
 
 @dataclass
+class Features:
+    """Encoder outputs of a batch, before token selection."""
+
+    #: projected CLS output per modality, (B, D); zero in rows without the modality
+    cls: dict[str, torch.Tensor]
+    #: projected MT(s->t) output per (source, target), (B, D); zero in rows without the source
+    mt: dict[tuple[str, str], torch.Tensor]
+    present: torch.Tensor
+    #: ablation without mask tokens: CLS output of each modality's placeholder input, (1, D)
+    placeholder_cls: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
 class U2AOutput:
     logits: torch.Tensor
     #: projected CLS output per modality, (B, D); rows without the modality are zero
@@ -156,6 +169,23 @@ class U2AModel(nn.Module):
         (B, M) hides modalities from the selection only (modality dropout).
         """
         present = present.to(torch.bool)
+        available = present & ~drop.to(torch.bool) if drop is not None else present
+        feats = self.encode(inputs, present, ids=ids, encode_all=encode_all, need_placeholder=~available)
+        return self.select(feats, available)
+
+    def encode(
+        self,
+        inputs: Mapping[str, Mapping[str, torch.Tensor]],
+        present: torch.Tensor,
+        ids: Sequence[str] | None = None,
+        encode_all: bool = False,
+        need_placeholder: torch.Tensor | None = None,
+    ) -> Features:
+        """Run each encoder on the samples that have its modality: CLS and MT outputs, projected.
+
+        The outputs of a modality do not depend on which other modalities a sample has, so one
+        ``encode`` serves every missing-modality scenario (see :meth:`select`)."""
+        present = present.to(torch.bool)
         b, n_mod = present.shape
         if n_mod != len(self.modalities):
             raise ModelError(f"present has {n_mod} columns, the model has modalities {self.modalities}")
@@ -163,10 +193,6 @@ class U2AModel(nn.Module):
         if empty:
             names = [str(ids[i]) if ids is not None else f"#{i}" for i in empty]
             raise ModelError(f"sample(s) {names} have no modality at all; U2A needs at least one")
-        available = present & ~drop.to(torch.bool) if drop is not None else present
-        if not available.any(dim=1).all():
-            raise ModelError("modality dropout left a sample with no modality")
-
         dev = self.head.weight.device
         dtype = self.head.weight.dtype
         cls_out: dict[str, torch.Tensor] = {}
@@ -175,46 +201,59 @@ class U2AModel(nn.Module):
         for i, m in enumerate(self.modalities):
             x = inputs.get(m)
             has = present[:, i]
+            keep = has.unsqueeze(1).to(dtype)
             full_cls = torch.zeros(b, self.dim, device=dev, dtype=dtype)
-            if x is None or not has.any() and not encode_all:
+            if x is None or (not has.any() and not encode_all):
                 if has.any():
                     raise ModelError(f"modality {m!r}: {int(has.sum())} samples have it but no inputs were given")
             else:
                 sub, rows = self._rows_to_encode(m, x, has, encode_all)
                 c, mt = self._encode(m, sub)
-                full_cls = full_cls.index_put((rows,), self.proj[m](c).to(dtype))
+                # rows encoded but not present (encode_all) are not real features: zero them
+                cls_out[m] = full_cls.index_put((rows,), self.proj[m](c).to(dtype)) * keep
                 if mt is not None:
                     for j, t in enumerate(self.targets_of(m)):
                         full_mt = torch.zeros(b, self.dim, device=dev, dtype=dtype)
-                        mt_out[(m, t)] = full_mt.index_put((rows,), self.proj[m](mt[:, j]).to(dtype))
-            # rows encoded but not present (encode_all) are not real features
-            cls_out[m] = full_cls * has.unsqueeze(1).to(dtype)
-            if (m, self.targets_of(m)[0]) in mt_out:
-                for t in self.targets_of(m):
-                    mt_out[(m, t)] = mt_out[(m, t)] * has.unsqueeze(1).to(dtype)
-            if not self.config.mask_tokens and not available[:, i].all():
-                placeholder_cls[m] = self._placeholder_cls(m, x)
+                        mt_out[(m, t)] = full_mt.index_put((rows,), self.proj[m](mt[:, j]).to(dtype)) * keep
+            cls_out.setdefault(m, full_cls)
+            if not self.config.mask_tokens:
+                if need_placeholder is None or need_placeholder[:, i].any():
+                    placeholder_cls[m] = self._placeholder_cls(m, x)
+        return Features(cls=cls_out, mt=mt_out, present=present, placeholder_cls=placeholder_cls)
 
+    def select(self, feats: Features, available: torch.Tensor) -> U2AOutput:
+        """Token selection (eq. 4), sum fusion and the head (eq. 5) for one availability pattern.
+
+        ``available`` (B, M) must be a subset of ``feats.present``."""
+        available = available.to(torch.bool)
+        if (available & ~feats.present).any():
+            raise ModelError("available marks a modality that the sample does not have")
+        if not available.any(dim=1).all():
+            raise ModelError("a sample has no available modality (all missing or all dropped)")
+        b = available.shape[0]
         slots = []
         for ti, t in enumerate(self.modalities):
             avail_t = available[:, ti].unsqueeze(1)
+            cls_t = feats.cls[t]
             if self.config.mask_tokens:
-                est = torch.zeros(b, self.dim, device=dev, dtype=dtype)
-                count = torch.zeros(b, 1, device=dev, dtype=dtype)
+                est = torch.zeros_like(cls_t)
+                count = torch.zeros_like(cls_t[:, :1])
                 for si, s in enumerate(self.modalities):
-                    if s == t or (s, t) not in mt_out:
+                    if s == t or (s, t) not in feats.mt:
                         continue
-                    w = available[:, si].unsqueeze(1).to(dtype)
-                    est = est + w * mt_out[(s, t)]
+                    w = available[:, si].unsqueeze(1).to(cls_t.dtype)
+                    est = est + w * feats.mt[(s, t)]
                     count = count + w
                 est = est / count.clamp(min=1)
+            elif t in feats.placeholder_cls:
+                est = feats.placeholder_cls[t].expand(b, -1)
             else:
-                est = placeholder_cls[t].expand(b, -1) if t in placeholder_cls else torch.zeros_like(cls_out[t])
-            slots.append(torch.where(avail_t, cls_out[t], est))
+                est = torch.zeros_like(cls_t)
+            slots.append(torch.where(avail_t, cls_t, est))
         fused = torch.stack(slots, dim=0).sum(dim=0)
         logits = self.head(fused)
         return U2AOutput(
-            logits=logits, cls=cls_out, mt=mt_out, present=present, available=available,
+            logits=logits, cls=feats.cls, mt=feats.mt, present=feats.present, available=available,
             fused=fused, estimated=~available,
         )
 

@@ -1,0 +1,71 @@
+"""CLIP vision tower (openai/clip-vit-*).
+
+A hub id names a full ``CLIPModel`` whose config is a ``CLIPConfig`` (model_type "clip"); u2a uses
+its ``vision_config`` and builds a ``CLIPVisionModel`` (which loads only the ``vision_model.*``
+weights). In transformers 5 ``CLIPVisionModel`` no longer wraps a ``vision_model`` submodule: its
+children are ``embeddings``, ``pre_layrnorm``, ``encoder`` (``encoder.layers.N``) and
+``post_layernorm``.
+
+Split: ``embed`` = patch + class embedding + position embedding + ``pre_layrnorm`` (the class token
+is then dropped); ``encode`` = ``encoder`` + ``post_layernorm`` applied to every token (the stock
+model applies ``post_layernorm`` only to the pooled class token).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from transformers import CLIPVisionModel, PretrainedConfig
+
+from u2a.encoders.base import EncoderAdapter
+from u2a.encoders.registry import register_adapter
+from u2a.encoders.vit import attention_mask_4d, image_size_of, load_checked, zeros_like_input
+from u2a.errors import ModelError
+
+
+@register_adapter
+class CLIPVisionAdapter(EncoderAdapter):
+    family = "clip_vision"
+    model_types = ("clip", "clip_vision_model")
+    kind = "image"
+    input_names = ("pixel_values",)
+    lora_target_pattern = r"encoder\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|out_proj)"
+
+    @classmethod
+    def encoder_config(cls, config: PretrainedConfig) -> PretrainedConfig:
+        if config.model_type == "clip":
+            return config.vision_config
+        if config.model_type == "clip_vision_model":
+            return config
+        raise ModelError(f"{cls.__name__} cannot use a config of model type {config.model_type!r}")
+
+    @classmethod
+    def model_class(cls):
+        return CLIPVisionModel
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, config: PretrainedConfig, **kwargs: Any) -> "EncoderAdapter":
+        return cls(load_checked(CLIPVisionModel, name_or_path, cls.encoder_config(config), cls.family, **kwargs))
+
+    def embed(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        px = inputs["pixel_values"]
+        # exact at the native size; resamples the position embeddings at other sizes
+        tokens = self.model.embeddings(px, interpolate_pos_encoding=True)
+        tokens = self.model.pre_layrnorm(tokens)
+        return tokens[:, 1:], None
+
+    def encode(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        mask4d = attention_mask_4d(self.config, tokens, mask)
+        hidden = self.model.encoder(inputs_embeds=tokens, attention_mask=mask4d).last_hidden_state
+        return self.model.post_layernorm(hidden)
+
+    @torch.no_grad()
+    def default_cls(self) -> torch.Tensor | None:
+        emb = self.model.embeddings
+        cls = emb.class_embedding + emb.position_embedding.weight[0]
+        return self.model.pre_layrnorm(cls).detach().clone()
+
+    def placeholder_inputs(self, n: int, like: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        h, w = image_size_of(self.config)
+        return zeros_like_input("pixel_values", n, (int(self.config.num_channels), h, w), like)
