@@ -8,7 +8,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
+
+from omegaconf import MISSING
 
 from u2a.errors import ConfigError
 
@@ -135,11 +137,390 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+# ---- training, data and run configs ------------------------------------------------------
+
+MIXED_PRECISION = ("no", "bf16", "fp16")
+#: metrics a run can select its best epoch on (all "higher is better" except loss)
+SELECT_METRICS = ("accuracy", "f1_macro", "f1_micro", "f1_samples", "f1_weighted", "loss")
+MULTICLASS_METRICS = ("accuracy", "f1_macro", "loss")
+MULTILABEL_METRICS = ("f1_macro", "f1_micro", "f1_samples", "f1_weighted", "loss")
+
+
+@dataclass
+class ModalityDropoutConfig:
+    """Random modality dropout on complete training samples (paper, Section 3)."""
+
+    enabled: bool = True
+    #: probability of keeping every modality; null: uniform over keep-all / drop-one outcomes
+    keep_prob: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        if self.keep_prob is not None:
+            _check(0.0 <= self.keep_prob <= 1.0, "train.modality_dropout.keep_prob",
+                   f"must be in [0, 1], got {self.keep_prob}")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping (defaults: the paper's vision-language recipe, Section 4.2)."""
+
+    epochs: int = 10
+    #: per-process batch size (the global batch is batch_size x processes x grad_accum)
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.02
+    eps: float = 1e-8
+    betas: tuple[float, float] = (0.9, 0.999)
+    #: epochs at warmup_factor x lr before the polynomial decay starts
+    warmup_epochs: float = 1.0
+    warmup_factor: float = 0.1
+    poly_power: float = 0.9
+    #: max gradient norm; null: no clipping
+    grad_clip: Optional[float] = None
+    grad_accum: int = 1
+    seed: int = 0
+    mixed_precision: str = "no"
+    modality_dropout: ModalityDropoutConfig = field(default_factory=ModalityDropoutConfig)
+    eval_every_epochs: int = 1
+    select_metric: str = "accuracy"
+    #: also checkpoint every N optimizer steps (null: only at the end of each epoch)
+    checkpoint_every_steps: Optional[int] = None
+    #: checkpoints kept besides the best one
+    keep_last: int = 2
+    log_every_steps: int = 10
+    tensorboard: bool = True
+    #: stop after this many optimizer steps (quick runs); null: train all epochs
+    max_steps: Optional[int] = None
+    num_workers: int = 0
+    #: show tqdm progress bars (rank 0 only)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)  # type: ignore[assignment]
+        _check(self.epochs >= 1, "train.epochs", f"must be >= 1, got {self.epochs}")
+        _check(self.batch_size >= 1, "train.batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
+        _check(self.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check(self.eps > 0, "train.eps", f"must be > 0, got {self.eps}")
+        _check(len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas), "train.betas",
+               f"must be two numbers in [0, 1), got {list(self.betas)}")
+        _check(self.warmup_epochs >= 0, "train.warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
+        _check(self.warmup_factor > 0, "train.warmup_factor", f"must be > 0, got {self.warmup_factor}")
+        _check(self.poly_power >= 0, "train.poly_power", f"must be >= 0, got {self.poly_power}")
+        if self.grad_clip is not None:
+            _check(self.grad_clip > 0, "train.grad_clip", f"must be > 0 or null, got {self.grad_clip}")
+        _check(self.grad_accum >= 1, "train.grad_accum", f"must be >= 1, got {self.grad_accum}")
+        _check(self.seed >= 0, "train.seed", f"must be >= 0, got {self.seed}")
+        _check(self.mixed_precision in MIXED_PRECISION, "train.mixed_precision",
+               f"must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+        if isinstance(self.modality_dropout, dict):
+            self.modality_dropout = ModalityDropoutConfig(**self.modality_dropout)
+        _check(self.eval_every_epochs >= 1, "train.eval_every_epochs", f"must be >= 1, got {self.eval_every_epochs}")
+        _check(self.select_metric in SELECT_METRICS, "train.select_metric",
+               f"must be one of {SELECT_METRICS}, got {self.select_metric!r}")
+        if self.checkpoint_every_steps is not None:
+            _check(self.checkpoint_every_steps >= 1, "train.checkpoint_every_steps",
+                   f"must be >= 1 or null, got {self.checkpoint_every_steps}")
+        _check(self.keep_last >= 1, "train.keep_last", f"must be >= 1, got {self.keep_last}")
+        _check(self.log_every_steps >= 1, "train.log_every_steps", f"must be >= 1, got {self.log_every_steps}")
+        if self.max_steps is not None:
+            _check(self.max_steps >= 1, "train.max_steps", f"must be >= 1 or null, got {self.max_steps}")
+        _check(self.num_workers >= 0, "train.num_workers", f"must be >= 0, got {self.num_workers}")
+
+
+@dataclass
+class MissingSplitConfig:
+    """Simulated missing modalities for one split (paper, Section 4.4.1)."""
+
+    #: fraction eta of the samples that lose a modality
+    ratio: float = 0.0
+    #: which modality goes missing: a modality name, or "both" (any one, see both_ratio)
+    type: str = "both"
+
+
+@dataclass
+class MissingConfig:
+    train: MissingSplitConfig = field(default_factory=MissingSplitConfig)
+    val: MissingSplitConfig = field(default_factory=MissingSplitConfig)
+    test: MissingSplitConfig = field(default_factory=MissingSplitConfig)
+    #: with type "both" and two modalities: the share of the missing samples that lose the first one
+    both_ratio: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for split in ("train", "val", "test"):
+            s = getattr(self, split)
+            if isinstance(s, dict):
+                s = MissingSplitConfig(**s)
+                setattr(self, split, s)
+            _check(0.0 <= s.ratio <= 1.0, f"data.missing.{split}.ratio", f"must be in [0, 1], got {s.ratio}")
+        _check(0.0 <= self.both_ratio <= 1.0, "data.missing.both_ratio", f"must be in [0, 1], got {self.both_ratio}")
+        _check(self.seed >= 0, "data.missing.seed", f"must be >= 0, got {self.seed}")
+
+
+@dataclass
+class DataConfig:
+    #: a manifest file with a split field, or a folder with train/val/test manifests
+    manifest: Optional[str] = None
+    #: a built-in dataset name (e.g. "emoji") instead of a manifest
+    dataset: Optional[str] = None
+    #: leave bad manifest lines out (listed) instead of failing
+    skip_bad: bool = False
+    missing: MissingConfig = field(default_factory=MissingConfig)
+    #: use only the first N samples of each split (quick runs)
+    limit: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.missing, dict):
+            self.missing = MissingConfig(**self.missing)
+        _check(not (self.manifest and self.dataset), "data", "give data.manifest or data.dataset, not both")
+        if self.limit is not None:
+            _check(self.limit >= 1, "data.limit", f"must be >= 1 or null, got {self.limit}")
+
+
+@dataclass
+class RunConfig:
+    #: the run's folder is output_dir/name (default name: the config file's stem)
+    name: Optional[str] = None
+    output_dir: str = "runs"
+    model: ModelConfig = MISSING  # type: ignore[assignment]
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            self.model = ModelConfig(**self.model)
+        if isinstance(self.data, dict):
+            self.data = DataConfig(**self.data)
+        if isinstance(self.train, dict):
+            self.train = TrainConfig(**self.train)
+        _check(isinstance(self.model, ModelConfig), "model", "is required (modalities, num_classes, ...)")
+        if self.name is not None:
+            _check(bool(self.name) and "/" not in self.name and self.name not in (".", ".."), "name",
+                   f"must be a plain folder name, got {self.name!r}")
+        names = self.model.modality_names
+        for split in ("train", "val", "test"):
+            t = getattr(self.data.missing, split).type
+            _check(t == "both" or t in names, f"data.missing.{split}.type",
+                   f"must be 'both' or a modality name {names}, got {t!r}")
+        allowed = MULTILABEL_METRICS if self.model.task == "multilabel" else MULTICLASS_METRICS
+        _check(self.train.select_metric in allowed, "train.select_metric",
+               f"{self.train.select_metric!r} does not fit model.task {self.model.task!r}; use one of {allowed}")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / (self.name or "run")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---- loading: YAML + dotted overrides through omegaconf structured configs ---------------
+
+def _type_name(tp: Any) -> str:
+    import typing
+
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) is typing.Union and len(args) == 1:
+        return f"{_type_name(args[0])} or null"
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _err(key: str, e: Exception) -> ConfigError:
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    if isinstance(e, (ConfigAttributeError, ConfigKeyError)):
+        return ConfigError(f"unknown key '{key}'")
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return ConfigError(f"{key}: {msg}")
+
+
+def _set_leaf(node: Any, k: Any, key: str, value: Any) -> None:
+    """Assign one value, turning omegaconf's validation errors into ConfigErrors naming the key."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(value, dict):
+        child = node._get_node(k)
+        if isinstance(child, DictConfig) or OmegaConf.is_missing(node, k):
+            if OmegaConf.is_missing(node, k) or child._is_none():
+                try:
+                    node[k] = {}
+                except OmegaConfBaseException as e:
+                    raise _err(key, e) from None
+            if isinstance(node._get_node(k), DictConfig):
+                _apply(node[k], value, key + ".")
+                return
+    if isinstance(value, list):
+        child = node._get_node(k)
+        if isinstance(child, ListConfig) and any(isinstance(v, dict) for v in value):
+            try:
+                node[k] = [{} if isinstance(v, dict) else v for v in value]
+            except (OmegaConfBaseException, TypeError, ValueError) as e:
+                raise _err(key, e) from None
+            for i, v in enumerate(value):
+                if isinstance(v, dict):
+                    _apply(node[k][i], v, f"{key}[{i}].")
+            return
+    try:
+        node[k] = value
+    except OmegaConfBaseException as e:
+        from omegaconf.errors import ValidationError
+
+        if isinstance(e, ValidationError) and not isinstance(value, (dict, list)):
+            try:
+                ref = node._get_node(k)._metadata.ref_type
+                raise ConfigError(f"{key}: expected {_type_name(ref)}, got {value!r}") from None
+            except (AttributeError, KeyError):
+                pass
+        raise _err(key, e) from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{key}: {e}") from None
+
+
+def _apply(node: Any, data: dict[str, Any], prefix: str) -> None:
+    from omegaconf import DictConfig
+
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if not isinstance(node, DictConfig) or k not in node:
+            raise ConfigError(f"unknown key '{key}'")
+        _set_leaf(node, k, key, v)
+
+
+def _split_path(key: str) -> list[str | int]:
+    """``model.modalities[0].encoder`` or ``model.modalities.0.encoder`` -> segments."""
+    import re
+
+    parts: list[str | int] = []
+    for seg in key.split("."):
+        m = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)?((?:\[\d+\])*)", seg)
+        if not seg or m is None:
+            if seg.isdigit():
+                parts.append(int(seg))
+                continue
+            raise ConfigError(f"override {key!r}: not a dotted key path")
+        if m.group(1):
+            parts.append(m.group(1))
+        parts.extend(int(i) for i in re.findall(r"\[(\d+)\]", m.group(2)))
+    return parts
+
+
+def _path_str(parts: list[str | int]) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else p)
+    return out
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` -> (key, value); the value is read as YAML (``null``, ``[a, b]``, numbers)."""
+    import yaml
+
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _apply_override(root: Any, text: str) -> None:
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    key, value = parse_override(text)
+    parts = _split_path(key)
+    node = root
+    for i, p in enumerate(parts):
+        here = _path_str(parts[: i + 1])
+        last = i == len(parts) - 1
+        if isinstance(p, int):
+            if not isinstance(node, ListConfig):
+                raise ConfigError(f"{_path_str(parts[:i])}: not a list, cannot index [{p}]")
+            if p >= len(node):
+                raise ConfigError(f"{here}: index out of range (the list has {len(node)} items)")
+        else:
+            if not isinstance(node, DictConfig) or p not in node:
+                raise ConfigError(f"unknown key '{here}'")
+            if not last and OmegaConf.is_missing(node, p):
+                raise ConfigError(f"{here}: not set yet; give the whole section in the YAML file first")
+        if last:
+            _set_leaf(node, p, here, value)
+        else:
+            node = node[p]
+
+
+def _to_object(node: Any, what: str) -> Any:
+    from omegaconf import OmegaConf
+    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+    try:
+        return OmegaConf.to_object(node)
+    except MissingMandatoryValue as e:
+        key = getattr(e, "full_key", None) or what
+        raise ConfigError(f"{key}: is required") from None
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or what
+        raise ConfigError(f"{key}: {str(e).splitlines()[0]}") from None
+    except TypeError as e:
+        raise ConfigError(f"{what}: {e}") from None
+
+
+def _schema(cls: type) -> Any:
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.structured(cls)
+    OmegaConf.set_struct(node, True)
+    return node
+
+
+def build_run_config(data: dict[str, Any] | None = None, overrides: Sequence[str] = (), name: str | None = None) -> RunConfig:
+    """A validated RunConfig from a mapping (a parsed YAML file) and ``key=value`` overrides."""
+    root = _schema(RunConfig)
+    _apply(root, dict(data or {}), "")
+    for o in overrides:
+        _apply_override(root, o)
+    if name is not None and root.name is None:
+        root.name = name
+    return _to_object(root, "config")
+
+
+def load_run_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunConfig:
+    """Read a run YAML file, apply dotted ``key=value`` overrides and validate.
+
+    Every problem is a :class:`ConfigError` naming the key.
+    """
+    data = load_yaml(path) if path is not None else {}
+    return build_run_config(data, overrides, name=Path(path).stem if path is not None else None)
+
+
+def run_config_yaml(cfg: RunConfig) -> str:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def save_run_config(cfg: RunConfig, path: str | Path) -> Path:
+    """Write the resolved config as YAML (atomically); :func:`load_run_config` reads it back."""
+    from u2a.io import atomic_write_text
+
+    atomic_write_text(path, run_config_yaml(cfg))
+    return Path(path)
+
+
 def load_model_config(path: str | Path) -> ModelConfig:
     """The ``model:`` section of a run config (or a file that holds only a model config)."""
     data = load_yaml(path)
-    section = data.get("model", data)
-    try:
-        return ModelConfig.from_dict(section)
-    except TypeError as e:
-        raise ConfigError(f"{path}: model: {e}") from e
+    section = data.get("model", data) if isinstance(data.get("model"), dict) else data
+    root = _schema(ModelConfig)
+    _apply(root, section, "model.")
+    return _to_object(root, "model")

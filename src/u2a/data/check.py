@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Mapping, Sequence
 
 from u2a.data.manifest import (
     KINDS,
@@ -134,7 +134,8 @@ def format_report(report: CheckReport, max_problems: int | None = None) -> str:
             lines.append(f"classes without samples: {', '.join(empty)}")
         if len(order) > 1 and order != ["(none)"]:
             for s in order:
-                missing = [c for c in report.classes if report.per_class.get(c) and not report.per_split_class[s].get(c)]
+                have = report.per_split_class[s]
+                missing = [c for c in report.classes if report.per_class.get(c) and not have.get(c)]
                 if missing:
                     lines.append(f"classes missing from {s}: {', '.join(missing)}")
     if report.problems:

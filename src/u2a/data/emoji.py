@@ -26,9 +26,9 @@ import subprocess
 import tarfile
 import tempfile
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
-from collections.abc import Sequence
 
 from u2a.data.manifest import SPLITS, write_manifest
 from u2a.errors import DataError
@@ -259,7 +259,8 @@ def prepare_emoji(
             "total": len(rows),
             "per_split": {s: len(rs) for s, rs in per_split.items()},
             "per_class": {c: len(by_class[c]) for c in classes},
-            "per_split_class": {s: dict(sorted(Counter(r["label"] for r in rs).items())) for s, rs in per_split.items()},
+            "per_split_class": {s: dict(sorted(Counter(r["label"] for r in rs).items()))
+                                for s, rs in per_split.items()},
             "entries_in_package": len(entries),
             "dropped": dict(dropped),
         }

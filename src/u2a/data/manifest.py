@@ -20,10 +20,10 @@ import csv
 import io
 import json
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
-from collections.abc import Iterable, Mapping, Sequence
 
 from u2a.errors import DataError
 from u2a.io import atomic_write_text
@@ -155,6 +155,8 @@ class _Record(NamedTuple):
 
 def _read_records(path: Path) -> tuple[list[_Record], list[Problem]]:
     """Parse the lines of a manifest file into dicts, without validating them."""
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; read a folder of train/val/test manifests with load_splits")
     suffix = path.suffix.lower()
     if suffix not in MANIFEST_SUFFIXES:
         raise DataError(f"{path}: unknown manifest format {suffix!r}; use .jsonl or .csv")

@@ -113,7 +113,22 @@ class U2AModel(nn.Module):
 
     # ---- forward ------------------------------------------------------------------------
     def _encode(self, m: str, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """CLS output (n, d) and MT outputs (n, M-1, d) of modality m's encoder."""
+        """CLS output (n, d) and MT outputs (n, M-1, d) of modality m's encoder.
+
+        Video (``pixel_values`` of shape n x frames x 3 x H x W): every frame is its own sequence with
+        the modality's CLS and mask tokens, and the frames' CLS and MT outputs are averaged. The
+        mean keeps the encoder's per-image features on their scale (a sum would grow with the frame
+        count) and makes the result independent of the frames' order.
+        """
+        first = inputs.get("pixel_values")
+        if first is not None and first.dim() == 5:
+            n, f = first.shape[:2]
+            flat = {k: (v.flatten(0, 1) if k == "pixel_values" else v) for k, v in inputs.items()}
+            c, mt = self._encode(m, flat)
+            c = c.view(n, f, -1).mean(dim=1)
+            if mt is not None:
+                mt = mt.view(n, f, *mt.shape[1:]).mean(dim=1)
+            return c, mt
         enc = self.encoders[m]
         with torch.no_grad():  # the embedding layer is frozen
             tokens, mask = enc.embed(inputs)
