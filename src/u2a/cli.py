@@ -16,6 +16,8 @@ from u2a.errors import U2AError
 # Modules that add subcommands, in the order they appear in ``u2a --help``.
 SUBCOMMAND_MODULES = [
     "u2a.commands.params",
+    "u2a.commands.data",
+    "u2a.commands.models",
 ]
 
 

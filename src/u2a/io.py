@@ -49,6 +49,7 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    tmp.chmod(0o755)  # mkdtemp makes 0700; the finished folder should read like any other
     try:
         yield tmp
         (tmp / COMPLETE_MARKER).write_text("ok\n")

@@ -142,7 +142,7 @@ def _verify(spec: ModelSpec, conv, source: Path, folder: Path) -> dict:
         result["max_abs_diff_vs_runtime"] = _max_abs_diff(rebuilt, conv.summarize(runtime))
         result["max_abs_diff_vs_runtime_full_output"] = _max_abs_diff({"all": full}, {"all": runtime})
     else:
-        result["runtime"] = f"{spec.runtime} (not installed: compared with the stored reference only)"
+        result["runtime"] = f"stored reference only ({spec.runtime} not installed)"
     ref_path = REFERENCE_DIR / conv.REFERENCE_FILE
     if ref_path.is_file():
         result["max_abs_diff_vs_reference"] = _max_abs_diff(rebuilt, load_file(str(ref_path)))

@@ -57,8 +57,12 @@ def _rename(onnx_name: str) -> str:
 
 def onnx_state_dict(onnx_path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
     """Read the backbone weights out of the ONNX file; returns (state dict, config values)."""
-    import onnx
-    from onnx import numpy_helper
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError as e:
+        raise ModelError("converting dinov2-small needs the onnx package: pip install onnx "
+                         "(or pip install 'u2a[convert]')") from e
 
     model = onnx.load(str(onnx_path))
     graph = model.graph

@@ -1,0 +1,289 @@
+"""The U2A model over tiny random encoders of every family."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from _tiny import FAMILIES, KIND, save_tiny, tiny_adapter, tiny_inputs
+from u2a.config import ModelConfig
+from u2a.errors import ModelError
+from u2a.losses import alignment_loss, u2a_loss
+from u2a.model import U2AModel, sample_modality_dropout
+
+# every family appears at least once, paired with another kind of modality
+PAIRS = [("clip_vision", "bert"), ("dinov2", "roberta"), ("vit", "mpnet"), ("ast", "clip_vision"), ("whisper", "dinov2")]
+
+
+def make_model(families, num_classes=3, mask_tokens=True, folders=None, seed=0, **kw):
+    torch.manual_seed(seed)
+    mods = [dict(name=f"m{i}", encoder=(folders[i] if folders else f"tiny-{f}"), kind=KIND[f]) for i, f in enumerate(families)]
+    cfg = ModelConfig(modalities=mods, num_classes=num_classes, mask_tokens=mask_tokens, **kw)
+    if folders:
+        return U2AModel.from_config(cfg)
+    return U2AModel(cfg, {f"m{i}": tiny_adapter(f) for i, f in enumerate(families)})
+
+
+def full_inputs(families, n, seed=0):
+    return {f"m{i}": tiny_inputs(f, n, seed + i) for i, f in enumerate(families)}
+
+
+def all_patterns(m: int):
+    return [p for p in itertools.product([True, False], repeat=m) if any(p)]
+
+
+@pytest.mark.parametrize("fams", PAIRS, ids=["+".join(p) for p in PAIRS])
+def test_shapes_and_selection_every_pattern(fams):
+    model = make_model(fams).eval()
+    pats = all_patterns(2)
+    present = torch.tensor([p for p in pats for _ in range(2)])  # 6 samples, 3 patterns
+    inputs = full_inputs(fams, len(present))
+    with torch.no_grad():
+        out = model(inputs, present)
+        feats = model.encode(inputs, present)
+    assert out.logits.shape == (len(present), 3)
+    assert out.fused.shape == (len(present), model.dim)
+    c0, c1 = feats.cls["m0"], feats.cls["m1"]
+    mt01, mt10 = feats.mt[("m0", "m1")], feats.mt[("m1", "m0")]
+    for i, (a, b) in enumerate(present.tolist()):
+        if a and b:
+            expected = c0[i] + c1[i]
+        elif a:  # m1 missing -> (CLS m0, MT of m0)
+            expected = c0[i] + mt01[i]
+        else:  # m0 missing -> (MT of m1, CLS m1)
+            expected = mt10[i] + c1[i]
+        torch.testing.assert_close(out.fused[i], expected)
+    torch.testing.assert_close(out.logits, model.head(out.fused))
+
+
+def test_n3_selection_uses_mean_of_available_mask_tokens():
+    fams = ("bert", "clip_vision", "ast")
+    model = make_model(fams).eval()
+    present = torch.tensor(all_patterns(3))
+    inputs = full_inputs(fams, len(present))
+    with torch.no_grad():
+        out = model(inputs, present)
+        feats = model.encode(inputs, present)
+    assert set(feats.mt) == {(s, t) for s in model.modalities for t in model.modalities if s != t}
+    for i, row in enumerate(present.tolist()):
+        expected = 0
+        for ti, t in enumerate(model.modalities):
+            if row[ti]:
+                expected = expected + feats.cls[t][i]
+            else:
+                src = [s for si, s in enumerate(model.modalities) if row[si] and s != t]
+                expected = expected + torch.stack([feats.mt[(s, t)][i] for s in src]).mean(0)
+        torch.testing.assert_close(out.fused[i], expected)
+    # learnable: 3 CLS + 6 mask tokens
+    assert model.mask_tokens["m0"].shape == (2, 32)
+
+
+@pytest.mark.parametrize("fams", PAIRS[:3], ids=["+".join(p) for p in PAIRS[:3]])
+def test_only_trainable_parameters_change(fams):
+    model = make_model(fams)
+    model.train()
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    assert all("lora_" in n or n.split(".")[0] in {"cls_tokens", "mask_tokens", "head", "proj"} for n in trainable)
+    present = torch.tensor([[1, 1], [1, 0], [0, 1], [1, 1]], dtype=torch.bool)
+    inputs = full_inputs(fams, 4)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    loss = u2a_loss(model(inputs, present), torch.tensor([0, 1, 2, 0]), model.modalities, "multiclass", 0.2)
+    loss.total.backward()
+    for n, p in model.named_parameters():
+        if not p.requires_grad:
+            assert p.grad is None, n
+    # LoRA B starts at zero, so after one step every trainable group has moved
+    opt.step()
+    for n, p in model.named_parameters():
+        if not p.requires_grad:
+            assert torch.equal(p, frozen[n]), f"frozen {n} changed"
+    moved = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, trainable[n])]
+    assert any("lora_B" in n for n in moved)
+    assert any(n.startswith("cls_tokens") for n in moved)
+    assert any(n.startswith("mask_tokens") for n in moved)
+    assert any(n.startswith("head") for n in moved)
+
+
+@pytest.mark.parametrize("fams", PAIRS, ids=["+".join(p) for p in PAIRS])
+def test_skipping_absent_inputs_equals_placeholders_then_selection(fams):
+    """The encoders run only on the samples that have the modality; feeding placeholders for the
+    others and then selecting gives the same logits."""
+    model = make_model(fams).eval()
+    present = torch.tensor([[1, 1], [1, 0], [0, 1], [1, 0], [0, 1]], dtype=torch.bool)
+    inputs = full_inputs(fams, 5)
+    placeheld = {}
+    for i, m in enumerate(model.modalities):
+        enc = model.encoders[m]
+        x = {k: v.clone() for k, v in inputs[m].items()}
+        ph = enc.placeholder_inputs(5, like=x)
+        for k in x:
+            if k in ph:
+                x[k][~present[:, i]] = ph[k][~present[:, i]]
+        placeheld[m] = x
+    compact = {m: {k: v[present[:, i]] for k, v in inputs[m].items()} for i, m in enumerate(model.modalities)}
+    with torch.no_grad():
+        skipped = model(compact, present).logits
+        subset = model(placeheld, present).logits
+        everything = model(placeheld, present, encode_all=True).logits
+    torch.testing.assert_close(skipped, everything, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(subset, everything, atol=1e-5, rtol=1e-5)
+
+
+def test_ablation_without_mask_tokens_uses_placeholder_cls():
+    fams = ("clip_vision", "bert")
+    model = make_model(fams, mask_tokens=False).eval()
+    assert len(model.mask_tokens) == 0
+    present = torch.tensor([[1, 1], [1, 0], [0, 1]], dtype=torch.bool)
+    inputs = full_inputs(fams, 3)
+    with torch.no_grad():
+        out = model(inputs, present)
+        # the placeholder's CLS: encode a placeholder sample as if it were real
+        ph = {m: model.encoders[m].placeholder_inputs(1, like=inputs[m]) for m in model.modalities}
+        ph_feats = model.encode(ph, torch.ones(1, 2, dtype=torch.bool))
+        feats = model.encode(inputs, present)
+    torch.testing.assert_close(out.fused[1], feats.cls["m0"][1] + ph_feats.cls["m1"][0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.fused[2], ph_feats.cls["m0"][0] + feats.cls["m1"][2], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fams", PAIRS, ids=["+".join(p) for p in PAIRS])
+def test_save_load_round_trip_and_merge(tmp_path, fams):
+    folders = [save_tiny(f, tmp_path / f"enc{i}") for i, f in enumerate(fams)]
+    model = make_model(fams, folders=folders)
+    # train a step so LoRA and tokens are not at their initial values
+    present = torch.tensor([[1, 1], [1, 0], [0, 1]], dtype=torch.bool)
+    inputs = full_inputs(fams, 3)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(2):
+        opt.zero_grad()
+        u2a_loss(model(inputs, present), torch.tensor([0, 1, 2]), model.modalities, "multiclass", 0.2).total.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        before = model(inputs, present).logits
+    model.save_pretrained(tmp_path / "saved")
+    files = sorted(p.name for p in (tmp_path / "saved").iterdir())
+    assert files == ["adapter.safetensors", "u2a_config.json"]
+    loaded = U2AModel.from_pretrained(tmp_path / "saved").eval()
+    with torch.no_grad():
+        after = loaded(inputs, present).logits
+    torch.testing.assert_close(after, before, atol=1e-6, rtol=1e-6)
+    # merge folds LoRA into the base weights
+    loaded.merge_lora()
+    with torch.no_grad():
+        merged = loaded(inputs, present).logits
+    assert (merged - before).abs().max() < 1e-5
+    with pytest.raises(ModelError, match="merged"):
+        loaded.save_pretrained(tmp_path / "again")
+    loaded.unmerge_lora()
+    loaded.save_pretrained(tmp_path / "again")
+
+
+def test_saved_weights_hold_only_trainable_parameters(tmp_path):
+    from safetensors.torch import load_file
+
+    fams = ("clip_vision", "bert")
+    folders = [save_tiny(f, tmp_path / f"enc{i}") for i, f in enumerate(fams)]
+    model = make_model(fams, folders=folders)
+    model.save_pretrained(tmp_path / "saved")
+    state = load_file(str(tmp_path / "saved" / "adapter.safetensors"))
+    assert set(state) == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert sum(v.numel() for v in state.values()) == model.count_parameters()[1]
+
+
+def test_corrupt_weights_give_clear_error(tmp_path):
+    fams = ("clip_vision", "bert")
+    folders = [save_tiny(f, tmp_path / f"enc{i}") for i, f in enumerate(fams)]
+    make_model(fams, folders=folders).save_pretrained(tmp_path / "saved")
+    w = tmp_path / "saved" / "adapter.safetensors"
+    w.write_bytes(w.read_bytes()[:100])
+    with pytest.raises(ModelError, match="corrupt or truncated"):
+        U2AModel.from_pretrained(tmp_path / "saved")
+
+
+def test_all_missing_sample_is_an_error_naming_it():
+    fams = ("clip_vision", "bert")
+    model = make_model(fams).eval()
+    present = torch.tensor([[1, 1], [0, 0]], dtype=torch.bool)
+    with pytest.raises(ModelError, match="'food-17'"):
+        model(full_inputs(fams, 2), present, ids=["food-3", "food-17"])
+
+
+def test_batch_whose_modalities_disagree_in_size():
+    fams = ("clip_vision", "bert")
+    model = make_model(fams).eval()
+    present = torch.tensor([[1, 1], [1, 0], [1, 1], [0, 1]], dtype=torch.bool)
+    inputs = full_inputs(fams, 4)
+    inputs["m1"] = tiny_inputs("bert", 2)  # 3 samples have m1
+    with pytest.raises(ModelError, match="'m1'.*2 rows.*4 samples.*3 have"):
+        model(inputs, present)
+    inputs = full_inputs(fams, 4)
+    inputs["m1"]["attention_mask"] = inputs["m1"]["attention_mask"][:3]
+    with pytest.raises(ModelError, match="disagree in batch size"):
+        model(inputs, present)
+
+
+def test_alignment_loss_only_on_samples_that_have_both():
+    fams = ("clip_vision", "bert")
+    model = make_model(fams).eval()
+    present = torch.tensor([[1, 1], [1, 0], [0, 1], [1, 1]], dtype=torch.bool)
+    with torch.no_grad():
+        out = model(full_inputs(fams, 4), present)
+    both = torch.tensor([0, 3])
+    expected = torch.nn.functional.mse_loss(out.mt[("m0", "m1")][both], out.cls["m1"][both]) + torch.nn.functional.mse_loss(
+        out.mt[("m1", "m0")][both], out.cls["m0"][both]
+    )
+    torch.testing.assert_close(alignment_loss(out, model.modalities), expected)
+    # a dropped modality still serves as alignment target
+    drop = torch.tensor([[0, 1], [0, 0], [0, 0], [1, 0]], dtype=torch.bool)
+    with torch.no_grad():
+        out_d = model(full_inputs(fams, 4), present, drop=drop)
+    torch.testing.assert_close(alignment_loss(out_d, model.modalities), expected)
+    torch.testing.assert_close(out_d.fused[0], out.cls["m0"][0] + out.mt[("m0", "m1")][0])
+
+
+def test_multilabel_loss_is_bce():
+    fams = ("clip_vision", "bert")
+    model = make_model(fams, num_classes=4, task="multilabel").eval()
+    present = torch.ones(2, 2, dtype=torch.bool)
+    y = torch.tensor([[1, 0, 1, 0], [0, 0, 0, 1]], dtype=torch.float)
+    with torch.no_grad():
+        out = model(full_inputs(fams, 2), present)
+    loss = u2a_loss(out, y, model.modalities, "multilabel", 0.0)
+    torch.testing.assert_close(loss.total, torch.nn.functional.binary_cross_entropy_with_logits(out.logits, y))
+
+
+def test_modality_dropout_only_on_complete_samples():
+    present = torch.tensor([[1, 1]] * 3000 + [[1, 0]] * 100, dtype=torch.bool)
+    drop = sample_modality_dropout(present, torch.Generator().manual_seed(0))
+    assert not drop[3000:].any()
+    assert (drop.sum(1) <= 1).all()
+    frac = drop[:3000].float().mean(0)
+    # keep all / drop m0 / drop m1 uniformly: 1/3 each
+    assert torch.allclose(frac, torch.tensor([1 / 3, 1 / 3]), atol=0.03)
+    drop = sample_modality_dropout(present, torch.Generator().manual_seed(0), keep_prob=0.5)
+    assert abs(drop[:3000].any(1).float().mean().item() - 0.5) < 0.03
+
+
+def test_widths_that_differ_get_projections():
+    from _tiny import tiny_config
+    from u2a.encoders import adapter_for_config
+
+    cfg_small = tiny_config("bert")
+    cfg_wide = tiny_config("clip_vision")
+    cfg_wide.hidden_size = 48
+    mods = [dict(name="image", encoder="x"), dict(name="text", encoder="y")]
+    model = U2AModel(
+        ModelConfig(modalities=mods, num_classes=2),
+        {"image": adapter_for_config(cfg_wide).from_config(cfg_wide), "text": adapter_for_config(cfg_small).from_config(cfg_small)},
+    )
+    assert model.dim == 48
+    assert isinstance(model.proj["image"], torch.nn.Identity)
+    assert isinstance(model.proj["text"], torch.nn.Linear)
+    out = model.eval()(
+        {"image": {"pixel_values": torch.randn(2, 3, 32, 32)}, "text": tiny_inputs("bert", 2)},
+        torch.ones(2, 2, dtype=torch.bool),
+    )
+    assert out.logits.shape == (2, 2)
