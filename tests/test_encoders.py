@@ -341,6 +341,12 @@ def test_ast_shorter_clip_and_too_long():
         tokens, _ = ad.embed(_ast_inputs(frames=40))  # time patches (40-16)//10+1 = 3, x 2 frequency rows
         full, _ = ad.embed(_ast_inputs(frames=64))
     assert tokens.shape == (2, 6, D)
+    # the short clip's patches get the position embeddings of the same grid cells of a full clip
+    x = _ast_inputs(frames=40)["input_values"]
+    padded = torch.cat([x, torch.randn(2, 24, 32)], dim=1)
+    with torch.no_grad():
+        long, _ = ad.embed({"input_values": padded})
+    torch.testing.assert_close(tokens.reshape(2, 2, 3, D), long.reshape(2, 2, 5, D)[:, :, :3], atol=ATOL, rtol=0)
     with pytest.raises(ModelError, match="65 frames.*max_length 64"):
         ad.embed(_ast_inputs(frames=65))
     with pytest.raises(ModelError, match="32 mel bins"):
