@@ -1,0 +1,134 @@
+"""Datasets that feed the model: a manifest split, with a missing-modality table applied."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from torch.utils.data import Dataset
+
+from u2a.data.manifest import Manifest, load_splits
+from u2a.data.missing import MissingSpec, apply_code, load_or_build_tables
+from u2a.errors import ConfigError, DataError
+
+
+class ManifestDataset(Dataset):
+    """Items ``{"id", "label", "fields": {modality: path or text or None}}`` of one split.
+
+    ``table`` (one code per sample, see :mod:`u2a.data.missing`) removes modalities on top of
+    those the manifest already lacks."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        modalities: Sequence[str],
+        table: Sequence[int] | None = None,
+        pair: Sequence[str] = ("text", "image"),
+    ):
+        self.manifest = manifest
+        self.samples = list(manifest.samples)
+        self.modalities = list(modalities)
+        missing = [m for m in self.modalities if m not in manifest.modalities]
+        if missing:
+            raise DataError(
+                f"{manifest.path}: the model's modalities {missing} are not fields of the manifest "
+                f"(it has {sorted(manifest.modalities)})"
+            )
+        if table is not None and len(table) != len(self.samples):
+            raise DataError(f"missing table has {len(table)} rows, the split {len(self.samples)} samples")
+        self.table = list(table) if table is not None else None
+        self.pair = tuple(pair)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def fields(self, i: int) -> dict[str, Any]:
+        s = self.samples[i]
+        out: dict[str, Any] = {}
+        drop = apply_code(self.table[i], self.pair) if self.table is not None else None
+        for m in self.modalities:
+            v = self.manifest.resolve(s, m)
+            out[m] = None if (v is None or m == drop) else str(v)
+        if all(v is None for v in out.values()):
+            raise DataError(f"{s.source}:{s.line}: sample {s.id!r} has no modality left")
+        return out
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        s = self.samples[i]
+        return {"id": s.id, "label": self.manifest.label_index(s), "fields": self.fields(i)}
+
+
+def resolve_manifest_path(data_cfg: Any) -> Path:
+    """The manifest (file or folder) named by ``data.manifest`` or built for ``data.dataset``."""
+    if getattr(data_cfg, "manifest", None):
+        return Path(data_cfg.manifest).expanduser()
+    name = getattr(data_cfg, "dataset", None)
+    if name == "emoji":
+        from u2a.data.emoji import prepare_emoji
+
+        return prepare_emoji()
+    if name:
+        raise ConfigError(f"data.dataset: unknown built-in dataset {name!r} (known: ['emoji'])")
+    raise ConfigError("data: set data.manifest (a manifest file or folder) or data.dataset")
+
+
+def build_datasets(cfg: Any, run_dir: str | Path | None = None, write_tables: bool = True) -> dict[str, ManifestDataset]:
+    """The train/val/test datasets of a run config, with its missing-modality tables.
+
+    Tables are stored in ``run_dir/missing`` (keyed by every parameter that defines them); in a
+    distributed run pass ``write_tables=False`` on every rank but 0."""
+    model_cfg, data_cfg = cfg.model, cfg.data
+    kinds = {m.name: m.kind for m in model_cfg.modalities}
+    path = resolve_manifest_path(data_cfg)
+    splits = load_splits(
+        path, modalities=kinds, classes=model_cfg.classes, skip_bad=bool(getattr(data_cfg, "skip_bad", False))
+    )
+    first = next(iter(splits.values()))
+    if len(first.classes) != model_cfg.num_classes:
+        raise ConfigError(
+            f"model.num_classes: is {model_cfg.num_classes}, but {path} has {len(first.classes)} classes"
+        )
+    if model_cfg.classes is None:
+        model_cfg.classes = list(first.classes)
+    if first.multilabel != (model_cfg.task == "multilabel"):
+        raise ConfigError(
+            f"model.task: is {model_cfg.task!r}, but the labels of {path} are "
+            f"{'multi-label' if first.multilabel else 'single-label'}"
+        )
+    limit = getattr(data_cfg, "limit", None)
+    if limit:
+        for name, man in splits.items():
+            man.samples = man.samples[: int(limit)]
+
+    names = [m.name for m in model_cfg.modalities]
+    missing_cfg = getattr(data_cfg, "missing", None)
+    specs = {}
+    for split in splits:
+        s = getattr(missing_cfg, split, None) if missing_cfg is not None else None
+        specs[split] = MissingSpec(float(getattr(s, "ratio", 0.0)), str(getattr(s, "type", "both"))) if s else MissingSpec()
+    tables: dict[str, list[int]] | None = None
+    if any(sp.ratio > 0 for sp in specs.values()):
+        if len(names) != 2:
+            raise ConfigError("data.missing: missing tables are defined for two modalities")
+        pair = missing_pair(names)
+        sizes = {s: len(m.samples) for s, m in splits.items()}
+        folder = Path(run_dir) / "missing" if run_dir else None
+        tables = load_or_build_tables(
+            folder or ".", sizes, specs, pair,
+            both_ratio=float(getattr(missing_cfg, "both_ratio", 0.5)),
+            seed=int(getattr(missing_cfg, "seed", 0)),
+            write=write_tables and folder is not None,
+        )
+    pair = missing_pair(names) if len(names) == 2 else tuple(names[:2])
+    return {
+        split: ManifestDataset(man, names, tables.get(split) if tables else None, pair)
+        for split, man in splits.items()
+    }
+
+
+def missing_pair(names: Sequence[str]) -> tuple[str, str]:
+    """The modality order of table codes 1 and 2: MAP's (text, image) when those are the
+    modalities, else the config order."""
+    if set(names) == {"text", "image"}:
+        return ("text", "image")
+    return (names[0], names[1])
