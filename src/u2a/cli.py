@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES = [
     "u2a.commands.params",
     "u2a.commands.data",
     "u2a.commands.models",
+    "u2a.commands.demo",
 ]
 
 
@@ -38,8 +39,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_libraries() -> None:
+    """transformers' load reports and progress bars bury u2a's own output; keep its errors."""
+    import os
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    _quiet_libraries()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -156,12 +156,13 @@ def _verify(spec: ModelSpec, conv, source: Path, folder: Path) -> dict:
     return result
 
 
-def fetch_model(name: str, force: bool = False, verify: bool = True) -> Path:
+def fetch_model(name: str, force: bool = False, verify: bool = True, quiet_reuse: bool = False) -> Path:
     """Build (or reuse) the Hugging Face folder of a known model; returns its path."""
     spec = _spec(name)
     final = models_dir() / spec.name
     if is_complete_dir(final) and not force:
-        print(f"u2a: {name}: reusing {final}", flush=True)
+        if not quiet_reuse:
+            print(f"u2a: {name}: reusing {final}", flush=True)
         return final
     if final.exists() and not force:
         print(f"u2a: {name}: {final} is incomplete (interrupted fetch); rebuilding", flush=True)
@@ -202,7 +203,7 @@ def _version(dist: str) -> str | None:
 def resolve_model(name_or_path: str) -> str:
     """A known model name becomes its cache folder (fetched if missing); anything else passes through."""
     if name_or_path in KNOWN_MODELS:
-        return str(fetch_model(name_or_path))
+        return str(fetch_model(name_or_path, quiet_reuse=True))
     return name_or_path
 
 

@@ -1,4 +1,4 @@
-"""``u2a data``: check a dataset manifest, prepare the built-in datasets."""
+"""``u2a data``: check a dataset manifest, prepare the built-in datasets, import the paper's datasets."""
 
 from __future__ import annotations
 
@@ -39,6 +39,67 @@ def _prepare_emoji(args: argparse.Namespace) -> int:
     splits = ", ".join(f"{s} {n}" for s, n in counts["per_split"].items())
     print(f"emoji dataset: {counts['total']} samples ({splits}), {len(info['classes'])} classes "
           f"[{time.monotonic() - t0:.1f}s]")
+    print(folder)
+    return 0
+
+
+IMPORT_DATASETS = ("food101", "mmimdb", "cremad", "kinetics_sounds", "ave")
+AUDIOVISUAL = ("cremad", "kinetics_sounds", "ave")
+
+
+def _import(args: argparse.Namespace) -> int:
+    from u2a.data.importers import import_dataset
+    from u2a.errors import DataError
+
+    name = args.dataset
+    opts: dict = {"skip_missing": args.skip_missing, "progress": not args.quiet and sys.stderr.isatty()}
+    av_only = {"--audio-dir": args.audio_dir, "--frames-dir": args.frames_dir, "--video-dir": args.video_dir,
+               "--list": args.lists}
+    if name not in AUDIOVISUAL:
+        given = [k for k, v in av_only.items() if v]
+        if given:
+            raise DataError(f"{', '.join(given)}: only for the audio-video datasets ({', '.join(AUDIOVISUAL)})")
+    if name == "mmimdb":
+        opts["plots"] = args.plots
+        if args.val_fraction is not None:
+            raise DataError("--val-fraction: MM-IMDb has its own dev split (read as val); nothing to split")
+        if args.classes:
+            raise DataError("--classes: MM-IMDb's 23 genres and their order are fixed (MAP's order)")
+    else:
+        opts["seed"] = args.seed
+        if args.val_fraction is not None:
+            opts["val_fraction"] = args.val_fraction
+        if args.classes:
+            opts["classes"] = args.classes
+    if name in AUDIOVISUAL:
+        opts.update(audio_dir=args.audio_dir, frames_dir=args.frames_dir, video_dir=args.video_dir, fps=args.fps)
+        if args.lists:
+            if len(args.lists) == 1 and "=" not in args.lists[0]:
+                opts["lists"] = args.lists[0]
+            else:
+                pairs = {}
+                for item in args.lists:
+                    split, sep, path = item.partition("=")
+                    if not sep or not split.strip() or not path.strip():
+                        raise DataError(f"--list {item!r}: expected SPLIT=FILE (or one CSV file with a split column)")
+                    pairs[split.strip()] = path.strip()
+                opts["lists"] = pairs
+    t0 = time.monotonic()
+    folder = import_dataset(name, args.root, args.out, args.layout, **opts)
+    info = json.loads((folder / "dataset.json").read_text())
+    counts = info["counts"]
+    splits = ", ".join(f"{s} {n}" for s, n in counts["per_split"].items())
+    print(f"{name}: {counts['total']} samples ({splits}), {len(info['classes'])} classes, "
+          f"layout {info['source']['layout']} [{time.monotonic() - t0:.1f}s]")
+    val = info.get("splits", {}).get("val", {})
+    if val.get("source") == "train":
+        print(f"  val split made from train: fraction {val['fraction']:.4g}, seed {val['seed']}")
+    skipped = counts.get("skipped") or {}
+    if skipped:
+        print("  skipped: " + ", ".join(f"{k} {v}" for k, v in skipped.items()))
+    for key in ("audio_only", "video_only"):
+        if counts.get(key):
+            print(f"  {key.replace('_', ' ')}: " + ", ".join(f"{s} {n}" for s, n in counts[key].items()))
     print(folder)
     return 0
 
@@ -92,3 +153,47 @@ def register(sub, formatter_class=argparse.HelpFormatter) -> None:
     e.add_argument("--force", action="store_true", help="rebuild even if a complete dataset is there")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=_prepare_emoji)
+
+    im = dsub.add_parser(
+        "import", formatter_class=formatter_class,
+        help="import Food-101, MM-IMDb, CREMA-D, Kinetics-Sounds or AVE from its on-disk layout",
+        description="Read a dataset in one of the layouts its users have (MAP arrow files, MMBT jsonl, the raw "
+                    "release, MLA-style split lists, ...) and write a u2a manifest folder: train/val/test.jsonl, "
+                    "classes.json and dataset.json (source, options, seeds of the splits made, counts). "
+                    "See docs/datasets.md. Prints the folder.",
+    )
+    im.add_argument("dataset", metavar="DATASET", choices=IMPORT_DATASETS,
+                    help=f"the dataset: {', '.join(IMPORT_DATASETS)}")
+    im.add_argument("root", metavar="ROOT", help="the folder that holds the dataset as downloaded")
+    im.add_argument("--out", metavar="DIR", required=True,
+                    help="the manifest folder to write (a folder that exists and is not an import is never overwritten)")
+    im.add_argument("--layout", default="auto", choices=["auto", "arrow", "mmbt", "raw", "lists", "csv"],
+                    help="the source layout: food101: arrow|mmbt|raw; mmimdb: raw|arrow; audio-video: lists|csv; "
+                         "auto: the one found in ROOT")
+    im.add_argument("--seed", type=int, default=0, help="seed of the val split made from train (when there is no val split)")
+    im.add_argument("--val-fraction", type=float, default=None, metavar="F",
+                    help="share of each class moved from train to val when the layout has no val split; "
+                         "None: 6846/67988 (~0.1007, MAP's proportions) for food101, 0.1 for the audio-video sets; "
+                         "0: no val split")
+    im.add_argument("--plots", default="first", choices=["first", "longest", "join"],
+                    help="mmimdb: the text of a movie (one sample per movie): its first plot, its longest, or all joined")
+    im.add_argument("--skip-missing", action="store_true",
+                    help="leave out (and count) samples whose files are missing instead of stopping with an error")
+    im.add_argument("--classes", metavar="FILE_OR_LIST", default=None,
+                    help="fix the class list and order (a JSON list file, one name per line, or a comma list); "
+                         "default: from the dataset (class_idx.json, class folders, or the train labels)")
+    im.add_argument("--audio-dir", metavar="DIR_OR_TEMPLATE", default=None,
+                    help="audio-video: folder of <clip>.wav, or a template with {root}, {split}, {clip}; "
+                         "None: {root}/audio")
+    im.add_argument("--frames-dir", metavar="DIR_OR_TEMPLATE", default=None,
+                    help="audio-video: folder of <clip>/frame_XXXX.jpg folders, or a template with {root}, {split}, "
+                         "{clip}; None: {root}/{split}_imgs")
+    im.add_argument("--video-dir", metavar="DIR_OR_TEMPLATE", default=None,
+                    help="audio-video: folder of <clip>.mp4 files, decoded into frames (needs PyAV: pip install av) "
+                         "for the clips without a frame folder")
+    im.add_argument("--fps", type=float, default=1.0, help="audio-video: frames per second taken from video files")
+    im.add_argument("--list", dest="lists", metavar="SPLIT=FILE", action="append", default=None,
+                    help="audio-video: a split's list file (repeat for each split), or one CSV with a split column; "
+                         "default: train.txt / val.txt / test.txt (and similar names) in ROOT")
+    im.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    im.set_defaults(func=_import)
