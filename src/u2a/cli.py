@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES = [
     "u2a.commands.params",
     "u2a.commands.data",
     "u2a.commands.models",
+    "u2a.commands.train",
     "u2a.commands.demo",
 ]
 

@@ -337,6 +337,18 @@ def _err(key: str, e: Exception) -> ConfigError:
     return ConfigError(f"{key}: {msg}")
 
 
+def _empty_like(tp: Any) -> Any:
+    """A node with a dataclass type's defaults (without running its validation), or {}."""
+    import typing
+
+    from omegaconf import OmegaConf
+
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) is typing.Union and len(args) == 1:
+        tp = args[0]
+    return OmegaConf.structured(tp) if dataclasses.is_dataclass(tp) else {}
+
+
 def _set_leaf(node: Any, k: Any, key: str, value: Any) -> None:
     """Assign one value, turning omegaconf's validation errors into ConfigErrors naming the key."""
     from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -347,7 +359,7 @@ def _set_leaf(node: Any, k: Any, key: str, value: Any) -> None:
         if isinstance(child, DictConfig) or OmegaConf.is_missing(node, k):
             if OmegaConf.is_missing(node, k) or child._is_none():
                 try:
-                    node[k] = {}
+                    node[k] = _empty_like(child._metadata.ref_type)
                 except OmegaConfBaseException as e:
                     raise _err(key, e) from None
             if isinstance(node._get_node(k), DictConfig):
@@ -357,7 +369,8 @@ def _set_leaf(node: Any, k: Any, key: str, value: Any) -> None:
         child = node._get_node(k)
         if isinstance(child, ListConfig) and any(isinstance(v, dict) for v in value):
             try:
-                node[k] = [{} if isinstance(v, dict) else v for v in value]
+                elem = child._metadata.element_type
+                node[k] = [_empty_like(elem) if isinstance(v, dict) else v for v in value]
             except (OmegaConfBaseException, TypeError, ValueError) as e:
                 raise _err(key, e) from None
             for i, v in enumerate(value):
@@ -365,7 +378,7 @@ def _set_leaf(node: Any, k: Any, key: str, value: Any) -> None:
                     _apply(node[k][i], v, f"{key}[{i}].")
             return
     try:
-        node[k] = value
+        OmegaConf.update(node, str(k), value, merge=False)
     except OmegaConfBaseException as e:
         from omegaconf.errors import ValidationError
 
@@ -387,7 +400,7 @@ def _apply(node: Any, data: dict[str, Any], prefix: str) -> None:
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
     for k, v in data.items():
         key = f"{prefix}{k}"
-        if not isinstance(node, DictConfig) or k not in node:
+        if not isinstance(node, DictConfig) or k not in node.keys():
             raise ConfigError(f"unknown key '{key}'")
         _set_leaf(node, k, key, v)
 
@@ -449,7 +462,7 @@ def _apply_override(root: Any, text: str) -> None:
             if p >= len(node):
                 raise ConfigError(f"{here}: index out of range (the list has {len(node)} items)")
         else:
-            if not isinstance(node, DictConfig) or p not in node:
+            if not isinstance(node, DictConfig) or p not in node.keys():
                 raise ConfigError(f"unknown key '{here}'")
             if not last and OmegaConf.is_missing(node, p):
                 raise ConfigError(f"{here}: not set yet; give the whole section in the YAML file first")

@@ -1,0 +1,257 @@
+"""``u2a train CONFIG [key=value ...]``, ``u2a train --resume RUN_DIR`` and ``u2a predict RUN ...``.
+
+Both work under ``accelerate launch`` and ``torchrun`` (one process per device; files are written
+by the main process). See ``docs/training.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from u2a.errors import ConfigError, DataError, ModelError
+
+
+def _build_datasets(cfg, run_dir: Path, is_main: bool):
+    try:
+        from u2a.data.datasets import build_datasets
+    except ImportError:  # pragma: no cover - older layouts
+        from u2a.data import build_datasets  # type: ignore[attr-defined]
+    return build_datasets(cfg, run_dir, write_tables=is_main)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from accelerate.utils import set_seed
+
+    from u2a.config import load_run_config, save_run_config
+    from u2a.data.processing import build_collator
+    from u2a.model import U2AModel
+    from u2a.train import checkpoint as ck
+    from u2a.train.trainer import Trainer, make_accelerator
+
+    overrides = list(args.overrides or [])
+    if args.resume:
+        run_dir = Path(args.resume)
+        if args.config is not None:
+            overrides.insert(0, args.config)  # `u2a train --resume RUN key=value`: all are overrides
+        cfg_file = run_dir / "config.yaml"
+        if not cfg_file.is_file():
+            raise ConfigError(f"--resume {run_dir}: no config.yaml there (is it a u2a run folder?)")
+        cfg = load_run_config(cfg_file, overrides)
+    else:
+        if args.config is None:
+            raise ConfigError("give a CONFIG file, or --resume RUN_DIR")
+        cfg = load_run_config(args.config, overrides)
+        run_dir = cfg.run_dir
+        if ck.list_checkpoints(run_dir) and not args.overwrite:
+            raise ConfigError(
+                f"{run_dir} already holds a run; continue it with `u2a train --resume {run_dir}`, "
+                "start over with --overwrite, or pick another name (name=...)"
+            )
+    if args.no_progress:
+        cfg.train.progress = False
+
+    accelerator = make_accelerator(cfg)
+    is_main = accelerator.is_main_process
+    if args.overwrite and not args.resume and is_main:
+        import shutil
+
+        for name in ("checkpoints", "best", "tb"):
+            shutil.rmtree(run_dir / name, ignore_errors=True)
+        for name in ("summary.json", "metrics.jsonl"):
+            (run_dir / name).unlink(missing_ok=True)
+    accelerator.wait_for_everyone()
+    datasets = _build_datasets(cfg, run_dir, is_main)  # fills model.classes from the data
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_run_config(cfg, run_dir / "config.yaml")
+        sizes = ", ".join(f"{k} {len(v)}" for k, v in datasets.items())
+        print(f"run folder: {run_dir}\ndata: {sizes}", file=sys.stderr)
+    set_seed(cfg.train.seed)  # the same initial weights in every process and every run
+    model = U2AModel.from_config(cfg.model)
+    trainer = Trainer(
+        cfg, model, datasets,
+        collate_fn=build_collator(cfg.model, train=True),
+        eval_collate_fn=build_collator(cfg.model, train=False),
+        run_dir=run_dir, accelerator=accelerator,
+    )
+    summary = trainer.train(resume=bool(args.resume))
+    if is_main:
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+# ---- predict -------------------------------------------------------------------------------
+
+def _model_dir(run: Path) -> Path:
+    from u2a.model.u2a import CONFIG_NAME
+
+    if (run / CONFIG_NAME).is_file():
+        return run
+    if (run / "best" / CONFIG_NAME).is_file():
+        return run / "best"
+    raise ModelError(f"{run}: neither a run folder with best/ nor a saved model ({CONFIG_NAME} missing)")
+
+
+def _given_fields(args: argparse.Namespace, config) -> dict[str, str]:
+    """Map --image/--text/--audio/--video and --field NAME=VALUE onto the model's modalities."""
+    given: dict[str, str] = {}
+    for spec in args.field or []:
+        if "=" not in spec:
+            raise ConfigError(f"--field {spec!r}: expected NAME=VALUE")
+        name, value = spec.split("=", 1)
+        if name not in config.modality_names:
+            raise ConfigError(f"--field {name}: the model's modalities are {config.modality_names}")
+        given[name] = value
+    for kind in ("image", "text", "audio", "video"):
+        value = getattr(args, kind)
+        if value is None:
+            continue
+        names = [m.name for m in config.modalities if m.name == kind] or [m.name for m in config.modalities if m.kind == kind]
+        if len(names) != 1:
+            raise ConfigError(f"--{kind}: the model has {len(names)} {kind} modalities {names}; use --field NAME=VALUE")
+        given[names[0]] = value
+    for m in config.modalities:
+        if m.name in given and m.kind != "text":
+            p = Path(given[m.name]).expanduser()
+            if not p.exists():
+                raise DataError(f"--{m.kind} {given[m.name]}: no such file")
+            given[m.name] = str(p.resolve())
+    return given
+
+
+def _probs(logits, task: str):
+    import torch
+
+    return torch.sigmoid(logits) if task == "multilabel" else torch.softmax(logits, dim=-1)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from u2a.data.processing import build_collator
+    from u2a.model import U2AModel
+
+    model_dir = _model_dir(Path(args.run))
+    model = U2AModel.from_pretrained(model_dir)
+    model.eval()
+    config = model.config
+    classes = config.classes or [str(i) for i in range(config.num_classes)]
+    collate = build_collator(config, train=False)
+    k = max(1, min(args.top_k, config.num_classes))
+
+    if args.manifest:
+        return _predict_manifest(args, model, collate, classes)
+
+    fields = _given_fields(args, config)
+    if not fields:
+        raise ConfigError(f"give at least one modality (--image/--text/--audio/--video or --field); "
+                          f"the model has {config.modality_names}")
+    item = {"id": "input", "label": None, "fields": {m: fields.get(m) for m in config.modality_names}}
+    batch = collate([item])
+    with torch.no_grad():
+        out = model(batch["inputs"], batch["present"], ids=batch["ids"])
+    probs = _probs(out.logits.float(), config.task)[0]
+    top = torch.topk(probs, k)
+    print(f"model: {model_dir}")
+    print("given: " + ", ".join(fields))
+    missing = [m for m in config.modality_names if m not in fields]
+    if missing:
+        how = "mask tokens" if config.mask_tokens else "placeholder inputs (no mask tokens)"
+        print(f"estimated by {how}: {', '.join(missing)}")
+    for p, i in zip(top.values.tolist(), top.indices.tolist()):
+        print(f"  {classes[i]:<24} {p:.4f}")
+    return 0
+
+
+def _predict_manifest(args: argparse.Namespace, model, collate, classes: list[str]) -> int:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from u2a.data.manifest import load_manifest
+    from u2a.evaluation.metrics import compute_metrics
+    from u2a.evaluation.predict import predict
+    from u2a.io import atomic_write_text
+
+    config = model.config
+    kinds = {m.name: m.kind for m in config.modalities}
+    man = load_manifest(args.manifest, modalities=kinds, classes=config.classes, skip_bad=args.skip_bad)
+    items: list[dict[str, Any]] = []
+    for s in man.samples:
+        label = man.label_index(s) if s.label not in (None, "", []) else None
+        items.append({"id": s.id, "label": label,
+                      "fields": {m: (str(v) if (v := man.resolve(s, m)) is not None else None) for m in kinds}})
+    has_labels = all(it["label"] is not None for it in items)
+    if not has_labels:
+        for it in items:
+            it["label"] = None
+    loader = DataLoader(items, batch_size=args.batch_size, shuffle=False, collate_fn=collate)
+    res = predict(model, loader)
+    probs = _probs(res["logits"], config.task)
+    k = max(1, min(args.top_k, config.num_classes))
+    lines = []
+    for n, sid in enumerate(res["ids"]):
+        top = torch.topk(probs[n], k)
+        rec: dict[str, Any] = {
+            "id": sid,
+            "top": [{"class": classes[i], "prob": round(p, 6)} for p, i in zip(top.values.tolist(), top.indices.tolist())],
+            "estimated": [m for j, m in enumerate(config.modality_names) if not bool(res["present"][n, j])],
+        }
+        if config.task == "multilabel":
+            rec["pred"] = [classes[i] for i in (probs[n] >= 0.5).nonzero().flatten().tolist()]
+        else:
+            rec["pred"] = classes[int(probs[n].argmax())]
+        lines.append(json.dumps(rec))
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        atomic_write_text(out, "\n".join(lines) + ("\n" if lines else ""))
+        print(f"wrote {len(lines)} predictions to {out}")
+    else:
+        print("\n".join(lines))
+    if has_labels and res["labels"] is not None:
+        m = compute_metrics(res["logits"], res["labels"], config.task, classes, per_class=False)
+        print("metrics: " + json.dumps({k2: round(v, 4) if isinstance(v, float) else v for k2, v in m.items()}),
+              file=sys.stderr)
+    return 0
+
+
+def register(sub, formatter_class) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a U2A model from a run config",
+        description="Train U2A as a run config describes (see docs/training.md). Dotted key=value "
+        "overrides change any config key (train.lr=5e-5 model.lora.rank=2). Multi-process: "
+        "`accelerate launch -m u2a.cli train CONFIG` or `torchrun --nproc_per_node N -m u2a.cli train CONFIG`.",
+        formatter_class=formatter_class,
+    )
+    p.add_argument("config", nargs="?", default=None, help="run config YAML (not needed with --resume)")
+    p.add_argument("overrides", nargs="*", default=[], help="dotted key=value overrides")
+    p.add_argument("--resume", metavar="RUN_DIR", default=None,
+                   help="continue the run in RUN_DIR from its newest checkpoint (uses RUN_DIR/config.yaml)")
+    p.add_argument("--overwrite", action="store_true", help="start over in a run folder that already holds a run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_train)
+
+    q = sub.add_parser(
+        "predict",
+        help="classify one sample (or a manifest) with a trained model",
+        description="Load RUN/best (or a saved model folder), build a sample from the given modalities "
+        "and print the top classes; modalities not given are estimated by the mask tokens.",
+        formatter_class=formatter_class,
+    )
+    q.add_argument("run", help="a run folder (its best/ model is used) or a saved model folder")
+    q.add_argument("--image", default=None, help="image file for the image modality")
+    q.add_argument("--text", default=None, help="the text for the text modality")
+    q.add_argument("--audio", default=None, help="audio file for the audio modality")
+    q.add_argument("--video", default=None, help="video file or frame folder for the video modality")
+    q.add_argument("--field", action="append", default=None, metavar="NAME=VALUE",
+                   help="a modality by name (repeatable), for models with custom modality names")
+    q.add_argument("--top-k", type=int, default=5, help="how many classes to print")
+    q.add_argument("--manifest", default=None, help="predict every sample of a manifest file instead")
+    q.add_argument("--out", default=None, help="with --manifest: write predictions here (JSON Lines)")
+    q.add_argument("--batch-size", type=int, default=16, help="with --manifest: batch size")
+    q.add_argument("--skip-bad", action="store_true", help="with --manifest: skip bad lines")
+    q.set_defaults(func=run_predict)

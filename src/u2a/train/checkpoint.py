@@ -1,0 +1,264 @@
+"""Training checkpoints without pickle: safetensors for tensors, JSON for everything else.
+
+A checkpoint is a folder ``run_dir/checkpoints/epoch-XXXX`` (end of an epoch; XXXX = epochs done)
+or ``step-XXXXXX`` (every ``train.checkpoint_every_steps`` optimizer steps) holding:
+
+* ``trainable.safetensors`` - the trainable weights (LoRA, tokens, projections, head)
+* ``optimizer.safetensors`` + ``optimizer.json`` - AdamW's state tensors, flattened as
+  ``state.<param index>.<name>``, and the rest (param groups, scalar state)
+* ``scheduler.json`` - the LR scheduler's state
+* ``rng.safetensors`` + ``rng.json`` - per process: torch CPU/CUDA RNG states (uint8 tensors),
+  python ``random`` and numpy states
+* ``state.json`` - the data position (epoch, step in epoch, global step), the best metric so far,
+  the length of ``metrics.jsonl`` at that point, and the size and SHA-256 of every other file
+
+Folders are built under a temporary name and renamed when complete (:func:`u2a.io.atomic_dir`),
+so a killed run never leaves a half-written checkpoint that looks finished. A damaged file is
+reported as a :class:`~u2a.errors.ModelError` naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from u2a.errors import ModelError
+from u2a.io import atomic_dir, atomic_write_json, is_complete_dir
+
+FORMAT = 1
+CKPT_DIR = "checkpoints"
+_NAME_RE = re.compile(r"^(epoch|step)-(\d+)$")
+
+
+# ---- RNG states ----------------------------------------------------------------------------
+
+def collect_rng_state() -> dict[str, Any]:
+    """This process's RNG states: torch tensors (uint8) and JSON-able python/numpy states."""
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda_{i}"] = s
+    py = random.getstate()
+    npst = np.random.get_state()
+    return {
+        "tensors": tensors,
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [npst[0], npst[1].tolist(), int(npst[2]), int(npst[3]), float(npst[4])],
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    t = state["tensors"]
+    torch.set_rng_state(t["torch_cpu"])
+    cuda = [t[k] for k in sorted((k for k in t if k.startswith("cuda_")), key=lambda k: int(k[5:]))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+
+
+# ---- optimizer state flattening -------------------------------------------------------------
+
+def flatten_optimizer_state(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"state.{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(pid), {})[k] = v
+    groups = []
+    for g in sd["param_groups"]:
+        groups.append({k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()})
+    return tensors, {"param_groups": groups, "scalars": scalars, "tensor_params": sorted({int(k.split(".")[1]) for k in tensors})}
+
+
+def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        _, pid, name = key.split(".", 2)
+        state.setdefault(int(pid), {})[name] = v
+    for pid, st in meta.get("scalars", {}).items():
+        state.setdefault(int(pid), {}).update(st)
+    groups = []
+    for g in meta["param_groups"]:
+        g = dict(g)
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+        groups.append(g)
+    return {"state": state, "param_groups": groups}
+
+
+def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        try:
+            json.dumps(v)
+        except TypeError:
+            continue
+        out[k] = v
+    return out
+
+
+# ---- writing -------------------------------------------------------------------------------
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def checkpoint_name(kind: str, number: int) -> str:
+    return f"epoch-{number:04d}" if kind == "epoch" else f"step-{number:06d}"
+
+
+def save_checkpoint(
+    folder: str | Path,
+    *,
+    trainable: dict[str, torch.Tensor],
+    optimizer_state: dict[str, Any],
+    scheduler_state: dict[str, Any],
+    rng_states: Sequence[dict[str, Any]],
+    state: dict[str, Any],
+) -> Path:
+    """Write one checkpoint folder atomically (call on the main process only).
+
+    ``rng_states`` holds one :func:`collect_rng_state` result per process, in rank order (extra
+    JSON-able keys, such as a process's own counters, are kept in ``rng.json``).
+    """
+    folder = Path(folder)
+    with atomic_dir(folder) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in trainable.items()}, str(tmp / "trainable.safetensors"))
+        opt_t, opt_meta = flatten_optimizer_state(optimizer_state)
+        save_file(opt_t, str(tmp / "optimizer.safetensors"))
+        atomic_write_json(tmp / "optimizer.json", opt_meta)
+        atomic_write_json(tmp / "scheduler.json", _json_safe(scheduler_state))
+        rng_t = {f"rank{r}.{k}": v.cpu().contiguous() for r, s in enumerate(rng_states) for k, v in s["tensors"].items()}
+        save_file(rng_t, str(tmp / "rng.safetensors"))
+        atomic_write_json(tmp / "rng.json", [{k: v for k, v in s.items() if k != "tensors"} for s in rng_states])
+        files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir()) if p.is_file()}
+        atomic_write_json(tmp / "state.json", {"format": FORMAT, **state, "num_rng_states": len(rng_states), "files": files})
+    return folder
+
+
+# ---- reading -------------------------------------------------------------------------------
+
+@dataclass
+class Checkpoint:
+    path: Path
+    state: dict[str, Any]
+    trainable: dict[str, torch.Tensor]
+    optimizer_state: dict[str, Any]
+    scheduler_state: dict[str, Any]
+    rng_states: list[dict[str, Any]]
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise ModelError(f"checkpoint file {path} is missing")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelError(f"checkpoint file {path} is corrupt or truncated (not valid JSON: {e})") from e
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types
+        raise ModelError(f"checkpoint file {path} is corrupt or truncated ({e})") from e
+
+
+def verify_checkpoint(folder: str | Path) -> dict[str, Any]:
+    """Check a checkpoint's files against the sizes and hashes in its ``state.json``; return the state."""
+    folder = Path(folder)
+    if not is_complete_dir(folder):
+        raise ModelError(f"checkpoint {folder} is incomplete (no completion marker)")
+    state = _read_json(folder / "state.json")
+    if not isinstance(state, dict) or state.get("format") != FORMAT or "files" not in state:
+        raise ModelError(f"checkpoint file {folder / 'state.json'} is not a u2a checkpoint state (format {FORMAT})")
+    for name, info in state["files"].items():
+        p = folder / name
+        if not p.is_file():
+            raise ModelError(f"checkpoint file {p} is missing")
+        size = p.stat().st_size
+        if size != info["size"]:
+            raise ModelError(f"checkpoint file {p} is corrupt or truncated: {size} bytes, expected {info['size']}")
+        if _sha256(p) != info["sha256"]:
+            raise ModelError(f"checkpoint file {p} is corrupt: its SHA-256 does not match state.json")
+    return state
+
+
+def load_checkpoint(folder: str | Path) -> Checkpoint:
+    folder = Path(folder)
+    state = verify_checkpoint(folder)
+    trainable = _read_tensors(folder / "trainable.safetensors")
+    opt = unflatten_optimizer_state(_read_tensors(folder / "optimizer.safetensors"), _read_json(folder / "optimizer.json"))
+    sched = _read_json(folder / "scheduler.json")
+    rng_t = _read_tensors(folder / "rng.safetensors")
+    rng_meta = _read_json(folder / "rng.json")
+    rng_states = []
+    for r, meta in enumerate(rng_meta):
+        prefix = f"rank{r}."
+        tensors = {k[len(prefix):]: v for k, v in rng_t.items() if k.startswith(prefix)}
+        rng_states.append({"tensors": tensors, **meta})
+    return Checkpoint(folder, state, trainable, opt, sched, rng_states)
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoint folders of a run, oldest first (by global step, epoch after step)."""
+    root = Path(run_dir) / CKPT_DIR
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        m = _NAME_RE.match(p.name)
+        if m and p.is_dir() and is_complete_dir(p):
+            found.append(p)
+
+    def key(p: Path) -> tuple[int, int]:
+        try:
+            st = json.loads((p / "state.json").read_text())
+            return int(st.get("global_step", 0)), 1 if p.name.startswith("epoch") else 0
+        except (OSError, ValueError):
+            return -1, 0
+
+    return sorted(found, key=key)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    ckpts = list_checkpoints(run_dir)
+    return ckpts[-1] if ckpts else None
+
+
+def prune_checkpoints(run_dir: str | Path, keep_last: int, keep: Sequence[str | Path] = ()) -> list[Path]:
+    """Delete all but the newest ``keep_last`` checkpoints and those in ``keep``; also leftovers of
+    interrupted writes. Returns the deleted folders."""
+    root = Path(run_dir) / CKPT_DIR
+    ckpts = list_checkpoints(run_dir)
+    protect = {Path(k).name for k in keep} | {p.name for p in ckpts[-keep_last:]}
+    removed = []
+    for p in ckpts:
+        if p.name not in protect:
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.name.startswith(".") and p.name.endswith(".partial"):
+                shutil.rmtree(p, ignore_errors=True)
+    return removed

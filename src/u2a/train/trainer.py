@@ -1,0 +1,510 @@
+"""The training loop (paper, Section 4.2) on top of :mod:`accelerate`.
+
+One process or many (``accelerate launch`` / ``torchrun``; CPU -> gloo, GPU -> NCCL): seeded
+shuffling per epoch, modality dropout on complete samples, ``u2a_loss``, gradient accumulation and
+clipping, validation with distributed-correct metrics (each sample counted once), best-epoch
+selection on validation only, atomic checkpoints with exact resume (mid-epoch too), JSON Lines /
+TensorBoard logs and a final ``summary.json``. Files are written by the main process only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from u2a.config import RunConfig
+from u2a.errors import DataError, ModelError
+from u2a.evaluation.metrics import compute_metrics, is_better, scalar_metrics
+from u2a.evaluation.predict import check_counted_once, predict
+from u2a.io import atomic_dir, atomic_write_json
+from u2a.losses import u2a_loss
+from u2a.model.dropout import sample_modality_dropout
+from u2a.train import checkpoint as ckpt_lib
+from u2a.train.optim import build_optimizer, build_scheduler, schedule_lengths
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+BEST_DIR = "best"
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A random permutation per epoch from ``seed + epoch``: reproducible and resumable.
+
+    (It has no ``set_epoch`` on purpose, so that accelerate's own epoch counter, which restarts at 0
+    for a resumed loader, cannot change the order; the trainer sets :attr:`epoch`.)
+    """
+
+    def __init__(self, n: int, seed: int):
+        self.n = n
+        self.seed = seed
+        self.epoch = 0
+
+    def use_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator()
+        g.manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _seed_worker(worker_id: int) -> None:
+    s = torch.initial_seed() % 2**32
+    np.random.seed(s)
+    random.seed(s)
+
+
+def _step_seed(seed: int, epoch: int, batch: int, rank: int) -> int:
+    return ((seed * 1_000_003 + epoch) * 1_000_033 + batch) * 1_009 + rank
+
+
+def enable_determinism() -> None:
+    """Deterministic kernels where PyTorch has them (warn, not fail, where it does not)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if torch.backends.cudnn.is_available():
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+
+def make_accelerator(cfg: RunConfig):
+    """An Accelerator for this run: NCCL on GPUs, gloo on CPUs (``torchrun`` / ``accelerate launch``
+    with several processes and no GPU), mixed precision from the config."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
+
+    # a batch without some modality leaves that modality's LoRA without gradient
+    handlers: list[Any] = [DistributedDataParallelKwargs(find_unused_parameters=True)]
+    multi = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    cpu = multi and not torch.cuda.is_available()
+    if cpu:
+        handlers.append(InitProcessGroupKwargs(backend="gloo"))
+    return Accelerator(mixed_precision=cfg.train.mixed_precision, kwargs_handlers=handlers,
+                       step_scheduler_with_optimizer=False, cpu=cpu)
+
+
+class Trainer:
+    """Train a :class:`~u2a.model.U2AModel` on ``datasets["train"]``, select on ``datasets["val"]``.
+
+    ``collate_fn`` turns a list of dataset items into a batch (``ids``, ``inputs``, ``present``,
+    ``labels``), e.g. :func:`u2a.data.processing.build_collator`. ``eval_collate_fn`` (default:
+    ``collate_fn``) is used for val/test (no training-time augmentation).
+    """
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        model: torch.nn.Module,
+        datasets: Mapping[str, Dataset],
+        collate_fn: Callable,
+        run_dir: str | Path,
+        eval_collate_fn: Callable | None = None,
+        accelerator=None,
+    ):
+        if "train" not in datasets or datasets["train"] is None:
+            raise DataError("training needs a 'train' split")
+        if len(datasets["train"]) == 0:
+            raise DataError("the train split is empty")
+        enable_determinism()
+        self.cfg = cfg
+        self.tc = cfg.train
+        self.run_dir = Path(run_dir)
+        self.accelerator = accelerator or make_accelerator(cfg)
+        acc = self.accelerator
+        self.is_main = acc.is_main_process
+        self.datasets = {k: v for k, v in datasets.items() if v is not None and len(v) > 0}
+        self.modalities = list(cfg.model.modality_names)
+        tc = self.tc
+
+        self.sampler = EpochShuffleSampler(len(self.datasets["train"]), tc.seed)
+        self.loader_generator = torch.Generator()
+        self.loader_generator.manual_seed(tc.seed)
+        common = dict(num_workers=tc.num_workers, worker_init_fn=_seed_worker if tc.num_workers else None)
+        train_loader = DataLoader(self.datasets["train"], batch_size=tc.batch_size, sampler=self.sampler,
+                                  collate_fn=collate_fn, generator=self.loader_generator, **common)
+        eval_collate = eval_collate_fn or collate_fn
+        eval_loaders = {
+            split: DataLoader(self.datasets[split], batch_size=tc.batch_size, shuffle=False,
+                              collate_fn=eval_collate, **common)
+            for split in ("val", "test") if split in self.datasets
+        }
+        optimizer = build_optimizer(model.parameters(), tc)
+        prepared = acc.prepare(model, optimizer, train_loader, *eval_loaders.values())
+        self.model, self.optimizer, self.train_loader = prepared[:3]
+        self.eval_loaders = dict(zip(eval_loaders, prepared[3:]))
+        self.batches_per_epoch = len(self.train_loader)
+        inner = getattr(self.optimizer, "optimizer", self.optimizer)
+        self.scheduler = build_scheduler(inner, tc, self.batches_per_epoch)
+        self.warmup_steps, self.total_steps = schedule_lengths(tc, self.batches_per_epoch)
+
+        # position and bookkeeping (restored by resume)
+        self.epoch = 0  # epochs completed
+        self.step_in_epoch = 0  # micro-batches of the current epoch already consumed
+        self.global_step = 0  # optimizer steps
+        self.best_metric: float | None = None
+        self.best_epoch: int | None = None
+        self.best_val: dict[str, Any] | None = None
+        self.epoch_loss_sum = 0.0
+        self.epoch_loss_count = 0
+        self.log_window = [0.0, 0.0, 0.0]  # sums of (loss, task, align) since the last step log
+        self.log_window_n = 0
+        self.resumed_from: str | None = None
+        self._tb = None
+
+    # ---- small helpers ------------------------------------------------------------------
+    @property
+    def unwrapped(self):
+        return self.accelerator.unwrap_model(self.model)
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.run_dir / METRICS_FILE
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
+        with open(self.metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+        if self._tb is not None:
+            step = record.get("global_step", self.global_step)
+            kind = record.get("type", "")
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("global_step", "epoch"):
+                    self._tb.add_scalar(f"{kind}/{k}", v, step)
+                elif isinstance(v, dict):
+                    for k2, v2 in scalar_metrics(v).items():
+                        self._tb.add_scalar(f"{k}/{k2}", v2, step)
+
+    def _open_tensorboard(self, purge_step: int | None) -> None:
+        if self.is_main and self.tc.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"), purge_step=purge_step)
+
+    def _lr(self) -> float:
+        return float(self.scheduler.get_last_lr()[0])
+
+    # ---- evaluation ---------------------------------------------------------------------
+    def evaluate(self, split: str = "val") -> dict[str, Any]:
+        """Metrics on a split, over all processes, each sample counted exactly once."""
+        result = predict(self.model, self.eval_loaders[split], self.accelerator)
+        check_counted_once(result, self.datasets[split])
+        metrics = compute_metrics(result["logits"], result["labels"], self.cfg.model.task, self.cfg.model.classes)
+        metrics["n_distinct"] = len(set(result["ids"]))
+        return metrics
+
+    # ---- checkpoints --------------------------------------------------------------------
+    def _state(self, kind: str) -> dict[str, Any]:
+        size = self.metrics_path.stat().st_size if self.metrics_path.exists() else 0
+        return {
+            "kind": kind,
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "batches_per_epoch": self.batches_per_epoch,
+            "num_processes": self.accelerator.num_processes,
+            "best_metric": self.best_metric,
+            "best_epoch": self.best_epoch,
+            "best_val": self.best_val,
+            "select_metric": self.tc.select_metric,
+            "epoch_loss_sum": self.epoch_loss_sum,
+            "epoch_loss_count": self.epoch_loss_count,
+            "log_window": self.log_window,
+            "log_window_n": self.log_window_n,
+            "metrics_bytes": size,
+            "time": time.time(),
+        }
+
+    def save_checkpoint(self, kind: str) -> Path:
+        """Every process must call this (RNG states are gathered); the main process writes."""
+        acc = self.accelerator
+        from accelerate.utils import gather_object
+
+        rng = ckpt_lib.collect_rng_state()
+        # this process's own running sums (the other processes have their own)
+        rng["local"] = {"epoch_loss_sum": self.epoch_loss_sum, "epoch_loss_count": self.epoch_loss_count}
+        rngs = gather_object([rng]) if acc.num_processes > 1 else [rng]
+        number = self.epoch if kind == "epoch" else self.global_step
+        folder = self.run_dir / ckpt_lib.CKPT_DIR / ckpt_lib.checkpoint_name(kind, number)
+        if self.is_main:
+            ckpt_lib.save_checkpoint(
+                folder,
+                trainable=self.unwrapped.trainable_state_dict(),
+                optimizer_state=self.optimizer.state_dict(),
+                scheduler_state=self.scheduler.state_dict(),
+                rng_states=rngs,
+                state=self._state(kind),
+            )
+            keep = []
+            if self.best_epoch is not None:
+                keep.append(ckpt_lib.checkpoint_name("epoch", self.best_epoch))
+            ckpt_lib.prune_checkpoints(self.run_dir, self.tc.keep_last, keep)
+        acc.wait_for_everyone()
+        return folder
+
+    def resume(self, run_dir: str | Path | None = None) -> Path | None:
+        """Load the newest complete checkpoint of ``run_dir`` (default: this run's folder).
+
+        Returns its path, or None when the run has none. A damaged checkpoint raises ModelError.
+        """
+        run_dir = Path(run_dir) if run_dir is not None else self.run_dir
+        path = ckpt_lib.latest_checkpoint(run_dir)
+        if path is None:
+            return None
+        self.load_checkpoint(path)
+        return path
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        path = Path(path)
+        ck = ckpt_lib.load_checkpoint(path)
+        st = ck.state
+        if st.get("batches_per_epoch") != self.batches_per_epoch:
+            raise ModelError(
+                f"checkpoint {path} was taken with {st.get('batches_per_epoch')} batches per epoch and "
+                f"{st.get('num_processes')} processes; this run has {self.batches_per_epoch} batches per epoch "
+                f"and {self.accelerator.num_processes} processes (keep batch size, data and process count)"
+            )
+        self.unwrapped.load_trainable(path / "trainable.safetensors")
+        try:
+            self.optimizer.load_state_dict(ck.optimizer_state)
+            sched = dict(ck.scheduler_state)
+            sched.setdefault("lr_lambdas", [None] * len(self.scheduler.lr_lambdas))
+            self.scheduler.load_state_dict(sched)
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise ModelError(f"checkpoint {path}: optimizer/scheduler state does not fit this run ({e})") from e
+        self.epoch = int(st["epoch"])
+        self.step_in_epoch = int(st["step_in_epoch"])
+        self.global_step = int(st["global_step"])
+        self.best_metric = st.get("best_metric")
+        self.best_epoch = st.get("best_epoch")
+        self.best_val = st.get("best_val")
+        self.epoch_loss_sum = float(st.get("epoch_loss_sum", 0.0))
+        self.epoch_loss_count = int(st.get("epoch_loss_count", 0))
+        self.log_window = [float(v) for v in st.get("log_window", [0.0, 0.0, 0.0])]
+        self.log_window_n = int(st.get("log_window_n", 0))
+        if self.is_main and self.metrics_path.exists():
+            # drop log lines written after the checkpoint (they will be written again)
+            with open(self.metrics_path, "r+b") as f:
+                f.truncate(int(st.get("metrics_bytes", 0)))
+        rank = self.accelerator.process_index
+        if rank < len(ck.rng_states):
+            local = ck.rng_states[rank].get("local", {})
+            self.epoch_loss_sum = float(local.get("epoch_loss_sum", self.epoch_loss_sum))
+            self.epoch_loss_count = int(local.get("epoch_loss_count", self.epoch_loss_count))
+            ckpt_lib.restore_rng_state(ck.rng_states[rank])
+        else:
+            log.warning("checkpoint %s has no RNG state for process %d; continuing with fresh RNG", path, rank)
+        self.resumed_from = str(path)
+        self.accelerator.wait_for_everyone()
+
+    def _save_best(self) -> None:
+        if self.is_main:
+            with atomic_dir(self.run_dir / BEST_DIR) as tmp:
+                self.unwrapped.save_pretrained(tmp, extra={"epoch": self.best_epoch, "select_metric": self.tc.select_metric,
+                                                           "metric": self.best_metric})
+        self.accelerator.wait_for_everyone()
+
+    # ---- the loop -----------------------------------------------------------------------
+    def _train_step(self, batch: dict[str, Any], epoch: int, i: int, group: int) -> torch.Tensor:
+        tc = self.tc
+        present = batch["present"]
+        drop = None
+        if tc.modality_dropout.enabled:
+            g = torch.Generator()
+            g.manual_seed(_step_seed(tc.seed, epoch, i, self.accelerator.process_index))
+            drop = sample_modality_dropout(present.cpu(), g, tc.modality_dropout.keep_prob).to(present.device)
+        out = self.model(batch["inputs"], present, drop=drop, ids=batch["ids"])
+        loss = u2a_loss(out, batch["labels"], self.modalities, self.cfg.model.task, self.cfg.model.align_weight)
+        self.accelerator.backward(loss.total / group)
+        return torch.stack([loss.total.detach().float(), loss.task.detach().float(), loss.align.detach().float()])
+
+    def train(self, resume: bool | str | Path = False) -> dict[str, Any]:
+        """Train; ``resume=True`` continues from this run's newest checkpoint (or a given one)."""
+        from accelerate.utils import set_seed
+        from tqdm.auto import tqdm
+
+        acc, tc = self.accelerator, self.tc
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        acc.wait_for_everyone()
+        set_seed(tc.seed, device_specific=True)  # dropout RNG: one stream per process
+        if resume:
+            if isinstance(resume, (str, Path)):
+                self.load_checkpoint(resume)
+            elif self.resume() is None and self.is_main:
+                log.warning("no checkpoint in %s; starting from scratch", self.run_dir)
+        elif self.is_main and self.metrics_path.exists():
+            self.metrics_path.unlink()
+        self._open_tensorboard(self.global_step if self.resumed_from else None)
+
+        n_batches = self.batches_per_epoch
+        ga = tc.grad_accum
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        t0 = time.time()
+        samples_seen = 0
+        stop = tc.max_steps is not None and self.global_step >= tc.max_steps
+        if self.is_main:
+            log.info("training %d epochs x %d batches (%d processes), %d optimizer steps, warm-up %d",
+                     tc.epochs, n_batches, acc.num_processes, self.total_steps, self.warmup_steps)
+
+        while self.epoch < tc.epochs and not stop:
+            epoch = self.epoch
+            self.sampler.use_epoch(epoch)
+            self.loader_generator.manual_seed(tc.seed + epoch)
+            skip = self.step_in_epoch
+            if skip == 0:
+                self.epoch_loss_sum, self.epoch_loss_count = 0.0, 0
+            loader = acc.skip_first_batches(self.train_loader, skip) if skip else self.train_loader
+            self.model.train()
+            bar = tqdm(total=n_batches, initial=skip, desc=f"epoch {epoch + 1}/{tc.epochs}", dynamic_ncols=True,
+                       disable=not (self.is_main and tc.progress), leave=False)
+            step_losses = torch.zeros(3)
+            step_n = 0
+            t_window = time.time()
+            window_samples = 0
+            i = skip
+            for i, batch in enumerate(loader, start=skip):
+                group_start = (i // ga) * ga
+                group = min(ga, n_batches - group_start)
+                sync = (i + 1 - group_start) == group
+                ctx = contextlib.nullcontext() if sync or acc.num_processes == 1 else acc.no_sync(self.model)
+                with ctx:
+                    losses = self._train_step(batch, epoch, i, group)
+                losses_cpu = losses.cpu()
+                step_losses += losses_cpu
+                step_n += 1
+                self.epoch_loss_sum += float(losses_cpu[0])
+                self.epoch_loss_count += 1
+                n = len(batch["ids"]) * acc.num_processes
+                samples_seen += n
+                window_samples += n
+                self.step_in_epoch = i + 1
+                bar.update(1)
+                if not sync:
+                    continue
+                if tc.grad_clip is not None:
+                    acc.clip_grad_norm_(params, tc.grad_clip)
+                lr = self._lr()
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.global_step += 1
+                # the step's loss over all processes; the log window is part of the checkpoint state
+                step_mean = acc.reduce((step_losses / step_n).to(acc.device), reduction="mean").cpu()
+                step_losses.zero_()
+                step_n = 0
+                self.log_window = [a + float(b) for a, b in zip(self.log_window, step_mean)]
+                self.log_window_n += 1
+                if self.global_step % tc.log_every_steps == 0:
+                    mean = [v / max(self.log_window_n, 1) for v in self.log_window]
+                    rate = window_samples / max(time.time() - t_window, 1e-9)
+                    self._log({"type": "step", "epoch": epoch + 1, "global_step": self.global_step,
+                               "loss": mean[0], "task_loss": mean[1], "align_loss": mean[2],
+                               "lr": lr, "samples_per_s": rate})
+                    bar.set_postfix(loss=f"{mean[0]:.4f}", samples_s=f"{rate:.1f}")
+                    self.log_window, self.log_window_n = [0.0, 0.0, 0.0], 0
+                    window_samples, t_window = 0, time.time()
+                if tc.max_steps is not None and self.global_step >= tc.max_steps:
+                    stop = True
+                if tc.checkpoint_every_steps and self.global_step % tc.checkpoint_every_steps == 0 and not stop:
+                    self.save_checkpoint("step")
+                if stop:
+                    break
+            bar.close()
+            self._end_epoch(epoch, last=stop or epoch + 1 == tc.epochs)
+
+        elapsed = time.time() - t0
+        return self._finish(elapsed, samples_seen)
+
+    def _end_epoch(self, epoch: int, last: bool) -> None:
+        acc, tc = self.accelerator, self.tc
+        totals = acc.reduce(torch.tensor([self.epoch_loss_sum, float(self.epoch_loss_count)], device=acc.device),
+                            reduction="sum").cpu()
+        train_loss = float(totals[0] / totals[1]) if totals[1] > 0 else float("nan")
+        record: dict[str, Any] = {"type": "epoch", "epoch": epoch + 1, "global_step": self.global_step,
+                                  "train_loss": train_loss, "lr": self._lr()}
+        self.epoch = epoch + 1
+        self.step_in_epoch = 0
+        if "val" in self.eval_loaders and ((epoch + 1) % tc.eval_every_epochs == 0 or last):
+            val = self.evaluate("val")
+            record["val"] = val
+            value = val.get(tc.select_metric)
+            if value is None:
+                raise ModelError(f"train.select_metric {tc.select_metric!r} is not a metric of this task")
+            if is_better(value, self.best_metric, tc.select_metric):
+                self.best_metric, self.best_epoch = float(value), epoch + 1
+                self.best_val = scalar_metrics(val)
+                self._save_best()
+            record["best_epoch"] = self.best_epoch
+            record["best_metric"] = self.best_metric
+        elif "val" not in self.eval_loaders:
+            # no validation split: the last epoch is the one kept
+            self.best_epoch, self.best_metric, self.best_val = epoch + 1, None, None
+            self._save_best()
+        self._log(record)
+        if self.is_main:
+            val = record.get("val", {})
+            log.info("epoch %d: train loss %.4f%s", epoch + 1, train_loss,
+                     f", val {tc.select_metric} {val.get(tc.select_metric):.4f}" if val else "")
+        self.save_checkpoint("epoch")
+
+    def _finish(self, elapsed: float, samples_seen: int) -> dict[str, Any]:
+        acc = self.accelerator
+        summary: dict[str, Any] = {
+            "run_dir": str(self.run_dir),
+            "epochs": self.epoch,
+            "global_steps": self.global_step,
+            "select_metric": self.tc.select_metric,
+            "best_epoch": self.best_epoch,
+            "best_metric": self.best_metric,
+            "best_val": self.best_val,
+            "selected_on": "val" if "val" in self.eval_loaders else "last epoch (no val split)",
+            "num_processes": acc.num_processes,
+            "train_time_s": elapsed,
+            "train_samples": samples_seen,
+            "samples_per_s": samples_seen / elapsed if elapsed > 0 else None,
+            "resumed_from": self.resumed_from,
+        }
+        if "test" in self.eval_loaders and (self.run_dir / BEST_DIR).is_dir():
+            # the test split is scored once, with the model selected on validation
+            acc.wait_for_everyone()
+            self.unwrapped.load_trainable(self.run_dir / BEST_DIR / "adapter.safetensors")
+            test = self.evaluate("test")
+            summary["test"] = scalar_metrics(test)
+            self._log({"type": "test", "epoch": self.best_epoch, "global_step": self.global_step, "test": test})
+        if self.is_main:
+            atomic_write_json(self.run_dir / SUMMARY_FILE, summary)
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+        acc.wait_for_everyone()
+        return summary
+
+
+def load_summary(run_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / SUMMARY_FILE).read_text())
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    p = Path(run_dir) / METRICS_FILE
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.exists() else []
+
+
+__all__ = ["EpochShuffleSampler", "Trainer", "enable_determinism", "load_summary", "make_accelerator", "read_metrics"]
+

@@ -1,0 +1,181 @@
+"""Shared helpers for the training tests: a tiny random BERT saved offline, a synthetic two-modality
+dataset with a learnable signal (label-dependent tokens), its collate function, and a runnable
+training script (used by the resume and distributed tests in subprocesses)::
+
+    python tests/_synthetic.py CONFIG.yaml [--resume] [--n-train 48] [--n-val 7] [--missing 0.3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+SEQ_LEN = 8
+VOCAB = 100
+
+
+def make_tiny_bert(folder: str | Path, dropout: float = 0.0, seed: int = 0) -> Path:
+    """Save a tiny random BertModel (hidden 32, 2 layers, 2 heads, vocab 100) into ``folder``."""
+    from transformers import BertConfig, BertModel
+
+    folder = Path(folder)
+    if (folder / "config.json").is_file():
+        return folder
+    cfg = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=dropout,
+                     attention_probs_dropout_prob=dropout)
+    torch.manual_seed(seed)
+    BertModel(cfg).save_pretrained(folder)
+    return folder
+
+
+def model_section(encoder: str | Path, num_classes: int = 3, lora_dropout: float = 0.0) -> dict[str, Any]:
+    return {
+        "modalities": [
+            {"name": "a", "encoder": str(encoder), "kind": "text"},
+            {"name": "b", "encoder": str(encoder), "kind": "text"},
+        ],
+        "num_classes": num_classes,
+        "lora": {"rank": 1, "alpha": 1.0, "dropout": lora_dropout},
+    }
+
+
+class SyntheticDataset(Dataset):
+    """Items ``{"id", "label", "fields": {"a": token ids | None, "b": token ids | None}}``.
+
+    Modality a carries token ``10 + label``, b carries ``40 + label`` among random tokens; a share
+    ``missing`` of the samples lacks a or b (alternating)."""
+
+    def __init__(self, n: int, num_classes: int = 3, missing: float = 0.3, seed: int = 0, prefix: str = "s"):
+        g = torch.Generator().manual_seed(seed)
+        self.items = []
+        n_missing = int(round(missing * n))
+        for i in range(n):
+            y = int(torch.randint(0, num_classes, (1,), generator=g))
+            fields = {}
+            for m, base in (("a", 10), ("b", 40)):
+                toks = torch.randint(60, VOCAB, (SEQ_LEN - 1,), generator=g)
+                k = int(torch.randint(0, 3, (1,), generator=g))
+                toks[k : k + 3] = base + y
+                fields[m] = [1] + toks.tolist()  # position 0: the [CLS] slot (replaced by U2A's)
+            if i < n_missing:
+                fields["a" if i % 2 == 0 else "b"] = None
+            self.items.append({"id": f"{prefix}{i:04d}", "label": y, "fields": fields})
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.items[i]
+
+
+MODALITIES = ("a", "b")
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """The batch contract: inputs only for the samples that have each modality."""
+    delay = float(os.environ.get("U2A_TEST_BATCH_DELAY", "0") or 0)
+    if delay:
+        time.sleep(delay)
+    present = torch.tensor([[it["fields"][m] is not None for m in MODALITIES] for it in items], dtype=torch.bool)
+    inputs = {}
+    for m in MODALITIES:
+        rows = [it["fields"][m] for it in items if it["fields"][m] is not None]
+        if rows:
+            ids = torch.tensor(rows, dtype=torch.long)
+            inputs[m] = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    return {
+        "ids": [it["id"] for it in items],
+        "inputs": inputs,
+        "present": present,
+        "labels": torch.tensor([it["label"] for it in items], dtype=torch.long),
+    }
+
+
+def build_config(tmp: Path, encoder: Path, overrides: list[str] = (), name: str = "run", lora_dropout: float = 0.0):
+    from u2a.config import build_run_config
+
+    data = {
+        "name": name,
+        "output_dir": str(tmp),
+        "model": model_section(encoder, lora_dropout=lora_dropout),
+        "train": {"epochs": 4, "batch_size": 4, "lr": 5e-2, "warmup_epochs": 0.5, "log_every_steps": 2,
+                  "tensorboard": False, "progress": False, "seed": 0},
+    }
+    return build_run_config(data, list(overrides))
+
+
+def run_training(cfg, n_train: int = 48, n_val: int = 7, n_test: int = 0, missing: float = 0.3, resume: bool = False):
+    """Build model + data from ``cfg`` and train; returns the summary."""
+    from u2a.model import U2AModel
+    from u2a.train.trainer import Trainer
+
+    torch.manual_seed(cfg.train.seed)
+    model = U2AModel.from_config(cfg.model)
+    datasets = {"train": SyntheticDataset(n_train, missing=missing, seed=1, prefix="t"),
+                "val": SyntheticDataset(n_val, missing=missing, seed=2, prefix="v")}
+    if n_test:
+        datasets["test"] = SyntheticDataset(n_test, missing=missing, seed=3, prefix="x")
+    trainer = Trainer(cfg, model, datasets, collate, cfg.run_dir)
+    return trainer.train(resume=resume)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from u2a.config import load_run_config
+
+    p = argparse.ArgumentParser()
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--n-train", type=int, default=48)
+    p.add_argument("--n-val", type=int, default=7)
+    p.add_argument("--missing", type=float, default=0.3)
+    args = p.parse_args(argv)
+    cfg = load_run_config(args.config, args.overrides)
+    summary = run_training(cfg, args.n_train, args.n_val, missing=args.missing, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print("SUMMARY " + json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    sys.exit(main())
+
+
+def make_tiny_tokenizer(folder: str | Path) -> Path:
+    """A word-level BERT tokenizer over ``w0 .. w89`` (ids 10..99), saved next to the tiny BERT."""
+    from transformers import BertTokenizerFast
+
+    folder = Path(folder)
+    vocab = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"] + [f"r{i}" for i in range(5)] + [f"w{i}" for i in range(VOCAB - 10)]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
+    return folder
+
+
+def write_text_manifests(folder: str | Path, sizes=(("train", 48), ("val", 7), ("test", 6)), missing: float = 0.3) -> Path:
+    """train/val/test JSONL manifests with two text modalities ``a`` and ``b`` (words ``w<id-10>``)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = ["red", "green", "blue"]
+    for seed, (split, n) in enumerate(sizes, start=1):
+        ds = SyntheticDataset(n, missing=missing, seed=seed, prefix=split[:2])
+        lines = []
+        for it in ds.items:
+            rec = {"id": it["id"], "label": names[it["label"]]}
+            for m in MODALITIES:
+                toks = it["fields"][m]
+                rec[m] = None if toks is None else " ".join(f"w{t - 10}" for t in toks[1:])
+            lines.append(json.dumps(rec))
+        (folder / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
