@@ -267,7 +267,7 @@ class DataConfig:
     #: leave bad manifest lines out (listed) instead of failing
     skip_bad: bool = False
     missing: MissingConfig = field(default_factory=MissingConfig)
-    #: use only the first N samples of each split (quick runs)
+    #: use only N samples of each split (a seeded random subset, kept in file order; quick runs)
     limit: Optional[int] = None
 
     def __post_init__(self) -> None:

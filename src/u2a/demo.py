@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from u2a.config import RunConfig, load_run_config, save_run_config
-from u2a.data.datasets import build_datasets, missing_pair
+from u2a.data.datasets import build_datasets, missing_pair, write_data_report
 from u2a.data.processing import build_collator
 from u2a.evaluation.report import plot_per_class, plot_sweep, scenario_table, write_report
 from u2a.evaluation.scenarios import encode_split, run_scenarios, standard_scenarios
@@ -52,9 +52,7 @@ def train_variant(cfg: RunConfig, run_dir: Path, progress: bool = True) -> tuple
     seed_everything(cfg.train.seed)
     model = U2AModel.from_config(cfg.model)
     datasets = build_datasets(cfg, run_dir)
-    skipped = sum(len(getattr(d.manifest, "skipped", [])) for d in datasets.values())
-    if skipped:
-        print(f"u2a: skipped {skipped} bad manifest lines (listed in the manifest check)")
+    write_data_report(datasets, run_dir)
     trainer = Trainer(
         cfg, model, {k: v for k, v in datasets.items() if k in ("train", "val")},
         collate_fn=build_collator(cfg.model, train=True), run_dir=run_dir,

@@ -27,6 +27,7 @@ def run_train(args: argparse.Namespace) -> int:
     from accelerate.utils import set_seed
 
     from u2a.config import load_run_config, save_run_config
+    from u2a.data.datasets import write_data_report
     from u2a.data.processing import build_collator
     from u2a.model import U2AModel
     from u2a.train import checkpoint as ck
@@ -53,6 +54,8 @@ def run_train(args: argparse.Namespace) -> int:
             )
     if args.no_progress:
         cfg.train.progress = False
+    if args.skip_bad:
+        cfg.data.skip_bad = True
 
     accelerator = make_accelerator(cfg)
     is_main = accelerator.is_main_process
@@ -68,6 +71,7 @@ def run_train(args: argparse.Namespace) -> int:
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_run_config(cfg, run_dir / "config.yaml")
+        write_data_report(datasets, run_dir)
         sizes = ", ".join(f"{k} {len(v)}" for k, v in datasets.items())
         print(f"run folder: {run_dir}\ndata: {sizes}", file=sys.stderr)
     set_seed(cfg.train.seed)  # the same initial weights in every process and every run
@@ -233,6 +237,8 @@ def register(sub, formatter_class) -> None:
                    help="continue the run in RUN_DIR from its newest checkpoint (uses RUN_DIR/config.yaml)")
     p.add_argument("--overwrite", action="store_true", help="start over in a run folder that already holds a run")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip bad manifest lines (counted and listed in RUN_DIR/data.json) instead of stopping")
     p.set_defaults(func=run_train)
 
     q = sub.add_parser(

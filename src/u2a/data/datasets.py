@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -97,8 +98,11 @@ def build_datasets(cfg: Any, run_dir: str | Path | None = None, write_tables: bo
         )
     limit = getattr(data_cfg, "limit", None)
     if limit:
+        # a seeded random subset (in file order): manifests are often sorted by class
         for name, man in splits.items():
-            man.samples = man.samples[: int(limit)]
+            if len(man.samples) > int(limit):
+                keep = sorted(random.Random(f"limit-{name}").sample(range(len(man.samples)), int(limit)))
+                man.samples = [man.samples[i] for i in keep]
 
     names = [m.name for m in model_cfg.modalities]
     missing_cfg = getattr(data_cfg, "missing", None)
@@ -132,3 +136,29 @@ def missing_pair(names: Sequence[str]) -> tuple[str, str]:
     if set(names) == {"text", "image"}:
         return ("text", "image")
     return (names[0], names[1])
+
+
+def data_report(datasets: dict[str, ManifestDataset]) -> dict[str, Any]:
+    """Sizes and skipped bad lines (``data.skip_bad``) of a run's splits."""
+    skipped = []
+    for split, ds in datasets.items():
+        for line, reason in getattr(ds.manifest, "skipped", []) or []:
+            skipped.append({"split": split, "file": str(ds.manifest.path), "line": line, "reason": reason})
+    return {"sizes": {k: len(v) for k, v in datasets.items()}, "skipped_count": len(skipped), "skipped": skipped}
+
+
+def write_data_report(datasets: dict[str, ManifestDataset], run_dir: str | Path) -> dict[str, Any]:
+    """Write ``run_dir/data.json`` and say on stderr how many bad lines were skipped."""
+    import sys
+
+    from u2a.io import atomic_write_json
+
+    report = data_report(datasets)
+    atomic_write_json(Path(run_dir) / "data.json", report)
+    if report["skipped_count"]:
+        print(
+            f"u2a: skipped {report['skipped_count']} bad manifest lines (data.skip_bad); "
+            f"listed in {Path(run_dir) / 'data.json'}",
+            file=sys.stderr,
+        )
+    return report
