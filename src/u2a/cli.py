@@ -19,6 +19,8 @@ SUBCOMMAND_MODULES = [
     "u2a.commands.data",
     "u2a.commands.models",
     "u2a.commands.train",
+    "u2a.commands.evaluate",
+    "u2a.commands.experiment",
     "u2a.commands.demo",
 ]
 

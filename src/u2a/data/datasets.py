@@ -49,9 +49,10 @@ class ManifestDataset(Dataset):
         drop = apply_code(self.table[i], self.pair) if self.table is not None else None
         for m in self.modalities:
             v = self.manifest.resolve(s, m)
-            out[m] = None if (v is None or m == drop) else str(v)
-        if all(v is None for v in out.values()):
-            raise DataError(f"{s.source}:{s.line}: sample {s.id!r} has no modality left")
+            out[m] = None if v is None else str(v)
+        if drop is not None and any(v is not None for m, v in out.items() if m != drop):
+            # a table never takes a sample's only modality (the data may already lack the other)
+            out[drop] = None
         return out
 
     def __getitem__(self, i: int) -> dict[str, Any]:

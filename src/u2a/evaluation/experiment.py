@@ -420,7 +420,9 @@ def write_outputs(
     lines = [
         f"- split: {p0['split']} ({p0['n']} samples); protocol: {p0['protocol']}; modality pair (table codes 1, 2): "
         f"{', '.join(p0['pair'])}",
-        f"- models: " + "; ".join(f"{lab} ({v['run']})" for lab, v in p0["models"].items()),
+        "- models: " + "; ".join(
+            f"{lab} ({v['run']})" if n_seeds == 1 else f"{lab} ({', '.join(str(p['models'][lab]['run']) for p in payloads)})"
+            for lab, v in p0["models"].items()),
         "- scenario tables (MAP algorithm) seeded with the run's data.missing.seed"
         + (f"; missing protocol: eta {100 * p0['eta']:g}%, both_ratio {p0['both_ratio']:g}, chained after the "
            "run's train and val tables" if any(s["protocol"] == "missing" for s in p0["scenarios"]) else ""),

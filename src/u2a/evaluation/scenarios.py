@@ -43,7 +43,7 @@ def standard_scenarios(pair: Sequence[str], sweep_modality: str | None = None, s
         Scenario("missing both 70%", MissingSpec(0.7, "both")),
     ]
     for x in sweep:
-        out.append(Scenario(f"{sweep_modality} {x}%", MissingSpec(1.0 - x / 100.0, sweep_modality)))
+        out.append(Scenario(f"{sweep_modality} {x}%", MissingSpec((100 - x) / 100, sweep_modality)))
     return out
 
 
