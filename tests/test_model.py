@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from _tiny import FAMILIES, KIND, save_tiny, tiny_adapter, tiny_inputs
+from _tiny import KIND, save_tiny, tiny_adapter, tiny_inputs
 from u2a.config import ModelConfig
 from u2a.errors import ModelError
 from u2a.losses import alignment_loss, u2a_loss

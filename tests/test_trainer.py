@@ -4,7 +4,6 @@ gives bit-identical metrics and weights, and a damaged checkpoint is reported by
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch

@@ -22,7 +22,6 @@ key projection has no bias in transformers (CTranslate2 stores zeros there).
 
 from __future__ import annotations
 
-import json
 import struct
 from pathlib import Path
 from typing import BinaryIO
@@ -205,7 +204,6 @@ def runtime_output(ct2_dir: str | Path) -> np.ndarray | None:
 
 def convert(ct2_dir: str | Path, out_dir: str | Path) -> dict:
     """Write config.json, model.safetensors (``encoder.*``) and preprocessor_config.json to ``out_dir``."""
-    import torch
     from safetensors.torch import save_file
     from transformers import WhisperConfig, WhisperFeatureExtractor
 

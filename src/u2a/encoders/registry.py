@@ -10,7 +10,7 @@ import json
 import logging
 from importlib import resources
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from transformers import AutoConfig, PretrainedConfig
 

@@ -26,8 +26,7 @@ import torch
 
 from u2a.data.missing import MissingSpec, build_tables
 from u2a.errors import ConfigError
-from u2a.evaluation.metrics import compute_metrics
-from u2a.evaluation.scenarios import EncodedSplit, Scenario, scenario_available
+from u2a.evaluation.scenarios import EncodedSplit, Scenario, run_scenarios, scenario_available
 from u2a.model import Features, U2AModel
 
 PROTOCOLS = ("complete", "missing", "absent", "sweep", "all")
@@ -196,7 +195,6 @@ def availability(
     return avail
 
 
-@torch.no_grad()
 def run_protocol(
     model: U2AModel,
     encoded: EncodedSplit,
@@ -205,26 +203,12 @@ def run_protocol(
     seed: int = 0,
     context: TableContext | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Metrics (with per-class scores and the share of samples that keep each modality) of every
-    scenario, from one encoding of the split (like :func:`~u2a.evaluation.scenarios.run_scenarios`,
-    with MAP-chained tables for the ``missing`` protocol)."""
-    model.eval()
-    dev = model.head.weight.device
-    f = encoded.features
-    feats = Features(
-        cls={k: v.to(dev) for k, v in f.cls.items()},
-        mt={k: v.to(dev) for k, v in f.mt.items()},
-        present=f.present.to(dev),
-        placeholder_cls={k: v.to(dev) for k, v in f.placeholder_cls.items()},
+    """Metrics of every scenario from one encoding of the split: :func:`run_scenarios` with
+    MAP-chained tables for the ``missing`` protocol."""
+    return run_scenarios(
+        model, encoded, scenarios, pair, seed,
+        availability=lambda sc, present: availability(sc, present, model.modalities, pair, seed, context),
     )
-    results: dict[str, dict[str, Any]] = {}
-    for sc in scenarios:
-        avail = availability(sc, f.present, model.modalities, pair, seed, context)
-        out = model.select(feats, avail.to(dev))
-        metrics = compute_metrics(out.logits.cpu(), encoded.labels, model.config.task, model.config.classes)
-        metrics["available"] = {m: float(avail[:, i].float().mean()) for i, m in enumerate(model.modalities)}
-        results[sc.name] = metrics
-    return results
 
 
 # ---- feature estimation (Figure 4) -----------------------------------------------------------

@@ -104,9 +104,15 @@ def run_scenarios(
     scenarios: Sequence[Scenario],
     pair: Sequence[str],
     seed: int = 0,
+    availability: Callable[[Scenario, torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Metrics (with per-class scores) of every scenario."""
+    """Metrics (with per-class scores and the share of samples keeping each modality) of every
+    scenario. ``availability(scenario, present)`` gives a scenario's (N, M) mask; default:
+    :func:`scenario_available` (tables built for the split alone)."""
     model.eval()
+    if availability is None:
+        def availability(sc: Scenario, present: torch.Tensor) -> torch.Tensor:
+            return scenario_available(sc, present, model.modalities, pair, seed)
     head_dev = model.head.weight.device
     feats = encoded.features
     feats_dev = Features(
@@ -117,7 +123,7 @@ def run_scenarios(
     )
     results: dict[str, dict[str, Any]] = {}
     for sc in scenarios:
-        avail = scenario_available(sc, feats.present, model.modalities, pair, seed)
+        avail = availability(sc, feats.present)
         out = model.select(feats_dev, avail.to(head_dev))
         metrics = compute_metrics(out.logits.cpu(), encoded.labels, model.config.task, model.config.classes)
         metrics["available"] = {m: float(avail[:, i].float().mean()) for i, m in enumerate(model.modalities)}
