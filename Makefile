@@ -23,7 +23,8 @@ assets: setup
 	$(BIN)/u2a models fetch $(MODELS)
 	$(BIN)/u2a data prepare emoji --quiet
 
-demo: assets
+# the demo fetches the two encoders and the dataset it needs itself
+demo: setup
 	$(BIN)/u2a demo
 
 test: assets
