@@ -424,7 +424,8 @@ def _raise(problems: list[Problem], what: Path) -> None:
                     f"(run `u2a data check {what}` to list them all, or skip bad lines):\n{listed}{more}")
 
 
-def _as_classes(classes: Sequence[str] | str | os.PathLike | None) -> list[str] | None:
+def as_classes(classes: Sequence[str] | str | os.PathLike | None) -> list[str] | None:
+    """A class list given as names, a file, or a comma-separated string (None stays None)."""
     if classes is None:
         return None
     if isinstance(classes, (str, os.PathLike)):
@@ -490,7 +491,7 @@ def load_manifest(
         mods = _check_modalities(infer_modalities(keys), path)
     else:
         mods = _check_modalities(modalities, path)
-    cls = _as_classes(classes)
+    cls = as_classes(classes)
     samples, bad, multilabel = _validate(path, records, mods, cls, check_files)
     problems.extend(bad)
     problems.sort(key=lambda p: p.line)
@@ -544,7 +545,7 @@ def load_splits(
     over all splits.
     """
     path = Path(path_or_dir).expanduser()
-    cls = _as_classes(classes)
+    cls = as_classes(classes)
     if path.is_dir():
         files = find_split_files(path)
         if not files:

@@ -12,7 +12,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from u2a.data.importers.audiovisual import import_audiovisual, import_ave, import_cremad, import_kinetics_sounds
+from u2a.data.importers.audiovisual import (
+    import_audiovisual,
+    import_ave,
+    import_cremad,
+    import_kinetics_sounds,
+)
 from u2a.data.importers.food101 import import_food101
 from u2a.data.importers.mmimdb import GENRES, import_mmimdb
 from u2a.errors import DataError

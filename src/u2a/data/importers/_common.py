@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from u2a.data.manifest import SPLITS, read_classes, write_manifest
+from u2a.data.manifest import SPLITS, write_manifest
 from u2a.errors import DataError
 from u2a.io import atomic_write_json, is_complete_dir
 
@@ -123,6 +123,20 @@ def as_bytes(v: Any) -> bytes | None:
     raise TypeError(type(v).__name__)
 
 
+def write_arrow_image(tmp: Path, split: str, name: str, img: Any, where: str) -> str | None:
+    """Write an image held as encoded bytes in an arrow row to ``tmp/images/<split>/``; its path
+    relative to the dataset folder, or None when the cell is empty."""
+    try:
+        data = as_bytes(img)
+    except TypeError as e:
+        raise DataError(f"{where}: column 'image': expected encoded image bytes, got {e}") from None
+    if not data:
+        return None
+    rel = f"images/{split}/{name}{image_suffix(data, where)}"
+    (tmp / rel).write_bytes(data)  # inside atomic_dir: the whole folder is atomic
+    return rel
+
+
 def find_image(base: Path, stem: str) -> Path | None:
     """``base/stem`` with the first image suffix that exists."""
     for ext in IMAGE_EXTS + tuple(e.upper() for e in IMAGE_EXTS):
@@ -145,17 +159,6 @@ def clean_text(v: Any) -> str | None:
         return None
     s = str(v).strip()
     return s or None
-
-
-def load_classes_option(classes: Sequence[str] | str | os.PathLike | None) -> list[str] | None:
-    if classes is None:
-        return None
-    if isinstance(classes, (str, os.PathLike)):
-        return read_classes(classes)
-    out = [str(c) for c in classes]
-    if len(set(out)) != len(out):
-        raise DataError("the class list has duplicate names")
-    return out
 
 
 def sniff_header(first: Sequence[str], names: set[str]) -> bool:

@@ -46,13 +46,12 @@ from u2a.data.importers._common import (
     csv_rows,
     file_ok,
     header_col,
-    load_classes_option,
     pyav,
     safe_name,
     sniff_header,
     write_dataset,
 )
-from u2a.data.manifest import SPLIT_ALIASES
+from u2a.data.manifest import SPLIT_ALIASES, as_classes
 from u2a.errors import DataError
 from u2a.io import atomic_dir
 
@@ -327,7 +326,7 @@ def import_audiovisual(
     frac = VAL_FRACTION if val_fraction is None else float(val_fraction)
     if fps <= 0:
         raise DataError(f"fps must be > 0, got {fps}")
-    cls = load_classes_option(classes)
+    cls = as_classes(classes)
 
     # which files list the clips of which split
     entries: dict[str, list[tuple[Path, int, str, str]]] = {}  # split -> (file, line, listed file, label)

@@ -27,7 +27,6 @@ from typing import Any
 
 from u2a.data.importers._common import (
     arrow_batches,
-    as_bytes,
     carve_val,
     check_out,
     check_root,
@@ -35,13 +34,13 @@ from u2a.data.importers._common import (
     csv_rows,
     file_ok,
     header_col,
-    image_suffix,
-    load_classes_option,
     read_json,
     safe_name,
     sniff_header,
+    write_arrow_image,
     write_dataset,
 )
+from u2a.data.manifest import as_classes
 from u2a.errors import DataError
 from u2a.io import atomic_dir
 
@@ -98,7 +97,7 @@ def import_food101(
         layout = detect_layout(root)
     frac = VAL_FRACTION if val_fraction is None else float(val_fraction)
     out = check_out(out, root)
-    cls = load_classes_option(classes)
+    cls = as_classes(classes)
     skipped: Counter[str] = Counter()
     with atomic_dir(out) as tmp:
         if layout == "arrow":
@@ -208,14 +207,7 @@ def _read_arrow(root: Path, tmp: Path, cls: list[str] | None, skipped: Counter[s
                     raise DataError(f"{where}: column 'text': expected a list holding one title, got {type(text).__name__}")
                 name = Path(str(image_id)).stem if image_id not in (None, "") else f"{split}_{row_no}"
                 sid = ids(safe_name(name), split)
-                try:
-                    data = as_bytes(img)
-                except TypeError as e:
-                    raise DataError(f"{where}: column 'image': expected encoded image bytes, got {e}") from None
-                rel = None
-                if data:
-                    rel = f"images/{split}/{safe_name(sid)}{image_suffix(data, where)}"
-                    (tmp / rel).write_bytes(data)  # inside atomic_dir: the whole folder is atomic
+                rel = write_arrow_image(tmp, split, safe_name(sid), img, where)
                 rows[split].append({"id": sid, "label": label, "image": rel, "text": clean_text(text)})
                 bar.update()
         bar.close()

@@ -27,15 +27,14 @@ from typing import Any
 
 from u2a.data.importers._common import (
     arrow_batches,
-    as_bytes,
     check_out,
     check_root,
     clean_text,
     file_ok,
     find_image,
-    image_suffix,
     read_json,
     safe_name,
+    write_arrow_image,
     write_dataset,
 )
 from u2a.errors import DataError
@@ -236,14 +235,7 @@ def _read_arrow(root: Path, tmp: Path, plots: str, counts: dict[str, Counter[str
                     raise DataError(f"{where}: column 'image_id': movie {mid!r} appears twice")
                 seen.add(mid)
                 text = choose_plot(pl, plots)
-                try:
-                    data = as_bytes(img)
-                except TypeError as e:
-                    raise DataError(f"{where}: column 'image': expected encoded image bytes, got {e}") from None
-                rel = None
-                if data:
-                    rel = f"images/{split}/{mid}{image_suffix(data, where)}"
-                    (tmp / rel).write_bytes(data)  # inside atomic_dir: the whole folder is atomic
+                rel = write_arrow_image(tmp, split, mid, img, where)
                 if rel is None and text is None:
                     counts["skipped"]["no image and no plot"] += 1
                     continue
