@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 
@@ -229,19 +228,10 @@ def tiny_setup(tmp_path_factory):
     return tmp, path
 
 
-def _parser():
-    from u2a.cli import _Formatter
-    from u2a.commands import evaluate, experiment
-
-    parser = argparse.ArgumentParser(formatter_class=_Formatter)
-    sub = parser.add_subparsers()
-    evaluate.register(sub, _Formatter)
-    experiment.register(sub, _Formatter)
-    return parser
-
-
 def _run(*argv):
-    args = _parser().parse_args([str(a) for a in argv])
+    from u2a.cli import build_parser
+
+    args = build_parser().parse_args([str(a) for a in argv])
     return args.func(args)
 
 

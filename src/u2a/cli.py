@@ -29,6 +29,25 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
     pass
 
 
+class _IntermixedParser(argparse.ArgumentParser):
+    """Lets positionals (KEY=VALUE overrides) come after options too:
+    ``u2a train CONFIG --no-progress train.epochs=1``. Parsers that hold subcommands of their own
+    cannot be parsed intermixed; they parse as usual."""
+
+    _inside = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._inside:
+            return super().parse_known_args(args, namespace)
+        self._inside = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        except TypeError:  # a parser with subcommands
+            return super().parse_known_args(args, namespace)
+        finally:
+            self._inside = False
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="u2a",
@@ -36,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"u2a {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_IntermixedParser)
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).register(sub, _Formatter)
     return parser

@@ -20,22 +20,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-class _IntermixedParser(argparse.ArgumentParser):
-    """Lets KEY=VALUE overrides come after options too
-    (``u2a experiment CONFIG --seeds 0,1 name=x train.epochs=1 --protocol all``)."""
-
-    _inside = False
-
-    def parse_known_args(self, args=None, namespace=None):
-        if self._inside:
-            return super().parse_known_args(args, namespace)
-        self._inside = True
-        try:
-            return self.parse_known_intermixed_args(args, namespace)
-        finally:
-            self._inside = False
-
-
 def register(sub, formatter_class) -> None:
     from u2a.evaluation.protocols import PROTOCOLS
 
@@ -61,4 +45,3 @@ def register(sub, formatter_class) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="evaluation batch size")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
-    p.__class__ = _IntermixedParser
