@@ -19,17 +19,12 @@ import numpy as np
 import torch
 
 from u2a.config import ModalityConfig, ModelConfig
+from u2a.encoders.registry import resolve_encoder_path
 from u2a.errors import DataError, ModelError
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-
-
-def _encoder_folder(name: str) -> str:
-    from u2a.encoders.registry import _resolve
-
-    return _resolve(name)
 
 
 def load_image(path: str | Path, sample_id: str = ""):
@@ -194,7 +189,7 @@ class AudioProcessor:
 
 def build_processor(mod: ModalityConfig):
     """The processor for one modality, from its encoder's folder."""
-    folder = _encoder_folder(mod.encoder)
+    folder = resolve_encoder_path(mod.encoder)
     if mod.kind == "text":
         from transformers import AutoTokenizer
 

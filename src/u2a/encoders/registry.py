@@ -72,7 +72,7 @@ def shipped_config_names() -> list[str]:
     return sorted(p.name[:-5].replace("--", "/") for p in folder.iterdir() if p.name.endswith(".json"))
 
 
-def _resolve(name_or_path: str) -> str:
+def resolve_encoder_path(name_or_path: str) -> str:
     """A u2a asset name becomes its cache folder (fetched if needed); anything else is unchanged."""
     try:
         from u2a.assets import KNOWN_MODELS, resolve_model
@@ -88,7 +88,7 @@ def load_config(name_or_path: str, pretrained: bool = True) -> PretrainedConfig:
         cfg = shipped_config(name_or_path)
         if cfg is not None:
             return cfg
-    path = _resolve(name_or_path)
+    path = resolve_encoder_path(name_or_path)
     try:
         return AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as e:
@@ -112,7 +112,7 @@ def build_encoder(name_or_path: str, pretrained: bool = True) -> EncoderAdapter:
     cls = adapter_for_config(config, name_or_path)
     if not pretrained:
         return cls.from_config(config)
-    path = _resolve(name_or_path)
+    path = resolve_encoder_path(name_or_path)
     try:
         return cls.from_pretrained(path, config)
     except OSError as e:
