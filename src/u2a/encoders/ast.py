@@ -14,14 +14,17 @@ clips). Longer ones are refused.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Mapping
 
 import torch
-from transformers import ASTModel, PretrainedConfig
+from transformers import ASTModel
 
-from u2a.encoders.base import EncoderAdapter
+from u2a.encoders.base import (
+    EncoderAdapter,
+    attention_mask_4d,
+    zeros_like_input,
+)
 from u2a.encoders.registry import register_adapter
-from u2a.encoders.vit import attention_mask_4d, load_checked, zeros_like_input
 from u2a.errors import ModelError
 
 
@@ -36,10 +39,6 @@ class ASTAdapter(EncoderAdapter):
     @classmethod
     def model_class(cls):
         return ASTModel
-
-    @classmethod
-    def from_pretrained(cls, name_or_path: str, config: PretrainedConfig, **kwargs: Any) -> "EncoderAdapter":
-        return cls(load_checked(ASTModel, name_or_path, cls.encoder_config(config), cls.family, **kwargs))
 
     # ---- geometry -----------------------------------------------------------------------
     def _grid(self, frames: int) -> tuple[int, int]:

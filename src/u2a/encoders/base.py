@@ -20,6 +20,9 @@ from typing import Any, ClassVar, Mapping
 import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
+from transformers.masking_utils import create_bidirectional_mask
+
+from u2a.errors import ModelError
 
 
 class EncoderAdapter(nn.Module):
@@ -55,8 +58,8 @@ class EncoderAdapter(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, config: PretrainedConfig, **kwargs: Any) -> "EncoderAdapter":
-        model = cls.model_class().from_pretrained(name_or_path, config=cls.encoder_config(config), **kwargs)
-        return cls(model)
+        """Pretrained weights; an error if the checkpoint lacks any of the encoder's weights."""
+        return cls(load_checked(cls.model_class(), name_or_path, cls.encoder_config(config), cls.family, **kwargs))
 
     # ---- sizes --------------------------------------------------------------------------
     @property
@@ -97,8 +100,6 @@ class EncoderAdapter(nn.Module):
         return {k: inputs[k].index_select(0, index) for k in self.input_names if k in inputs}
 
     def check_inputs(self, inputs: Mapping[str, Any], modality: str) -> None:
-        from u2a.errors import ModelError
-
         missing = [k for k in self.input_names[:1] if k not in inputs]
         if missing:
             raise ModelError(
@@ -111,3 +112,51 @@ class EncoderAdapter(nn.Module):
 
     def extra_repr(self) -> str:
         return f"family={self.family}, hidden_size={self.hidden_size}, layers={self.num_layers}"
+
+
+# ---- helpers shared by the families ---------------------------------------------------
+
+
+def attention_mask_4d(config: PretrainedConfig, tokens: torch.Tensor, mask: torch.Tensor | None):
+    """The model's own 4-D attention mask for a key padding mask (1 = real token), or ``None``."""
+    if mask is None:
+        return None
+    return create_bidirectional_mask(config=config, inputs_embeds=tokens, attention_mask=mask)
+
+
+def load_checked(
+    model_cls: type[PreTrainedModel],
+    name_or_path: str,
+    config: PretrainedConfig,
+    family: str,
+    **kwargs: Any,
+) -> PreTrainedModel:
+    """``model_cls.from_pretrained`` that refuses to hand back a model with weights missing from the
+    checkpoint (transformers only logs them and leaves them randomly initialised)."""
+    model, info = model_cls.from_pretrained(name_or_path, config=config, output_loading_info=True, **kwargs)
+    missing = sorted(set(info.get("missing_keys") or ()) | {k[0] for k in info.get("mismatched_keys") or ()})
+    if missing:
+        shown = ", ".join(missing[:8]) + (f", ... ({len(missing)} in all)" if len(missing) > 8 else "")
+        raise ModelError(
+            f"the checkpoint {name_or_path!r} does not hold the weights of a {family} encoder "
+            f"({model_cls.__name__}): missing {shown}"
+        )
+    model.eval()
+    return model
+
+
+def image_size_of(config: PretrainedConfig) -> tuple[int, int]:
+    size = config.image_size
+    if isinstance(size, (list, tuple)):
+        return int(size[0]), int(size[1])
+    return int(size), int(size)
+
+
+def zeros_like_input(
+    name: str, n: int, native: tuple[int, ...], like: Mapping[str, torch.Tensor] | None
+) -> dict[str, torch.Tensor]:
+    """``{name: zeros}`` of ``n`` rows, shaped like ``like[name]`` or else ``(n, *native)``."""
+    if like is not None and name in like:
+        ref = like[name]
+        return {name: torch.zeros((n, *ref.shape[1:]), dtype=ref.dtype, device=ref.device)}
+    return {name: torch.zeros((n, *native), dtype=torch.float32)}

@@ -13,14 +13,18 @@ model applies ``post_layernorm`` only to the pooled class token).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Mapping
 
 import torch
 from transformers import CLIPVisionModel, PretrainedConfig
 
-from u2a.encoders.base import EncoderAdapter
+from u2a.encoders.base import (
+    EncoderAdapter,
+    attention_mask_4d,
+    image_size_of,
+    zeros_like_input,
+)
 from u2a.encoders.registry import register_adapter
-from u2a.encoders.vit import attention_mask_4d, image_size_of, load_checked, zeros_like_input
 from u2a.errors import ModelError
 
 
@@ -43,10 +47,6 @@ class CLIPVisionAdapter(EncoderAdapter):
     @classmethod
     def model_class(cls):
         return CLIPVisionModel
-
-    @classmethod
-    def from_pretrained(cls, name_or_path: str, config: PretrainedConfig, **kwargs: Any) -> "EncoderAdapter":
-        return cls(load_checked(CLIPVisionModel, name_or_path, cls.encoder_config(config), cls.family, **kwargs))
 
     def embed(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         px = inputs["pixel_values"]

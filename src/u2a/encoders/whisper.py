@@ -20,9 +20,12 @@ from torch import nn
 from transformers import PretrainedConfig
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-from u2a.encoders.base import EncoderAdapter
+from u2a.encoders.base import (
+    EncoderAdapter,
+    attention_mask_4d,
+    zeros_like_input,
+)
 from u2a.encoders.registry import register_adapter
-from u2a.encoders.vit import attention_mask_4d, load_checked, zeros_like_input
 from u2a.errors import ModelError
 
 #: checkpoint key prefixes mapped away when loading only the encoder
@@ -44,9 +47,9 @@ class WhisperAdapter(EncoderAdapter):
     @classmethod
     def from_pretrained(cls, name_or_path: str, config: PretrainedConfig, **kwargs: Any) -> "EncoderAdapter":
         kwargs.setdefault("key_mapping", _KEY_MAPPING)
-        model = load_checked(WhisperEncoder, name_or_path, cls.encoder_config(config), cls.family, **kwargs)
-        model.embed_positions.requires_grad_(False)  # as WhisperEncoder.__init__ leaves it
-        return cls(model)
+        adapter = super().from_pretrained(name_or_path, config, **kwargs)
+        adapter.model.embed_positions.requires_grad_(False)  # as WhisperEncoder.__init__ leaves it
+        return adapter
 
     # ---- geometry -----------------------------------------------------------------------
     @property
