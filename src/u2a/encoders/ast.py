@@ -21,7 +21,6 @@ from transformers import ASTModel
 
 from u2a.encoders.base import (
     EncoderAdapter,
-    attention_mask_4d,
     zeros_like_input,
 )
 from u2a.encoders.registry import register_adapter
@@ -83,11 +82,7 @@ class ASTAdapter(EncoderAdapter):
         return emb.dropout(patches + pos), None
 
     def encode(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        mask4d = attention_mask_4d(self.config, tokens, mask)
-        hidden = tokens
-        for layer in self.model.layers:
-            hidden = layer(hidden, mask4d)
-        return self.model.layernorm(hidden)
+        return self.run_layers(self.model.layers, self.model.layernorm, tokens, mask)
 
     @torch.no_grad()
     def default_cls(self) -> torch.Tensor | None:

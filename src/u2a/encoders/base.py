@@ -84,6 +84,15 @@ class EncoderAdapter(nn.Module):
     def encode(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
+    def run_layers(self, layers, final_norm, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Every block of a plain ModuleList stack (transformers 5 ViT / AST layout), then the final
+        norm; ``mask`` is a key padding mask (1 = real token) or None."""
+        mask4d = attention_mask_4d(self.config, tokens, mask)
+        hidden = tokens
+        for layer in layers:
+            hidden = layer(hidden, mask4d)
+        return final_norm(hidden)
+
     @torch.no_grad()
     def default_cls(self) -> torch.Tensor | None:
         """The embedding of the model's own class token (with its position), used to initialise

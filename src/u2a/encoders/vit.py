@@ -64,11 +64,7 @@ class ViTAdapter(_ViTLikeAdapter):
         return tokens[:, 1:], None
 
     def encode(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        mask4d = attention_mask_4d(self.config, tokens, mask)
-        hidden = tokens
-        for layer in self.model.layers:
-            hidden = layer(hidden, mask4d)
-        return self.model.layernorm(hidden)
+        return self.run_layers(self.model.layers, self.model.layernorm, tokens, mask)
 
 
 @register_adapter
