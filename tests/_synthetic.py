@@ -115,11 +115,11 @@ def build_config(tmp: Path, encoder: Path, overrides: list[str] = (), name: str 
 
 def run_training(cfg, n_train: int = 48, n_val: int = 7, n_test: int = 0, missing: float = 0.3, resume: bool = False):
     """Build model + data from ``cfg`` and train; returns the summary."""
-    from u2a.model import U2AModel
+    from u2a.methods import method_of
     from u2a.train.trainer import Trainer
 
     torch.manual_seed(cfg.train.seed)
-    model = U2AModel.from_config(cfg.model)
+    model = method_of(cfg.model).build_model(cfg.model)
     datasets = {"train": SyntheticDataset(n_train, missing=missing, seed=1, prefix="t"),
                 "val": SyntheticDataset(n_val, missing=missing, seed=2, prefix="v")}
     if n_test:

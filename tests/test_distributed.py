@@ -36,7 +36,7 @@ TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or sh
 @pytest.mark.skipif(TORCHRUN is None, reason="torchrun not found")
 def test_two_processes_match_one(tmp_path):
     enc = S.make_tiny_bert(tmp_path / "bert", dropout=0.0)
-    common = ["train.epochs=2", "train.modality_dropout.enabled=false", "train.lr=1e-2"]
+    common = ["train.epochs=2", "model.u2a.modality_dropout.enabled=false", "train.lr=1e-2"]
     dist_cfg = S.build_config(tmp_path / "dist", enc, common + ["train.batch_size=4"], name="run")
     single_cfg = S.build_config(tmp_path / "single", enc, common + ["train.batch_size=8"], name="run")
     cfg_path = save_run_config(dist_cfg, tmp_path / "dist.yaml")

@@ -10,17 +10,27 @@ import torch
 from _tiny import KIND, save_tiny, tiny_adapter, tiny_inputs
 from u2a.config import ModelConfig
 from u2a.errors import ModelError
-from u2a.losses import alignment_loss, u2a_loss
-from u2a.model import U2AModel, sample_modality_dropout
+from u2a.methods.u2a.config import U2AConfig
+from u2a.methods.u2a.dropout import sample_modality_dropout
+from u2a.methods.u2a.losses import u2a_loss
+from u2a.methods.u2a.model import U2AModel
+
+ESTIMATORS = ["paper", "anchored"]
+
+
+def alignment_loss(out, modalities):
+    """The paper's eq. 6: the sum over directions of the per-direction MSE."""
+    return u2a_loss(out, torch.zeros(len(out.logits), dtype=torch.long), modalities, "multiclass", 1.0)["align"]
 
 # every family appears at least once, paired with another kind of modality
 PAIRS = [("clip_vision", "bert"), ("dinov2", "roberta"), ("vit", "mpnet"), ("ast", "clip_vision"), ("whisper", "dinov2")]
 
 
-def make_model(families, num_classes=3, mask_tokens=True, folders=None, seed=0, **kw):
+def make_model(families, num_classes=3, mask_tokens=True, folders=None, seed=0, estimator="paper", u2a=None, **kw):
     torch.manual_seed(seed)
     mods = [dict(name=f"m{i}", encoder=(folders[i] if folders else f"tiny-{f}"), kind=KIND[f]) for i, f in enumerate(families)]
-    cfg = ModelConfig(modalities=mods, num_classes=num_classes, mask_tokens=mask_tokens, **kw)
+    ucfg = U2AConfig(mask_tokens=mask_tokens, estimator=estimator, **(u2a or {}))
+    cfg = ModelConfig(modalities=mods, num_classes=num_classes, u2a=ucfg, **kw)
     if folders:
         return U2AModel.from_config(cfg)
     return U2AModel(cfg, {f"m{i}": tiny_adapter(f) for i, f in enumerate(families)})
@@ -34,9 +44,10 @@ def all_patterns(m: int):
     return [p for p in itertools.product([True, False], repeat=m) if any(p)]
 
 
+@pytest.mark.parametrize("estimator", ESTIMATORS)
 @pytest.mark.parametrize("fams", PAIRS, ids=["+".join(p) for p in PAIRS])
-def test_shapes_and_selection_every_pattern(fams):
-    model = make_model(fams).eval()
+def test_shapes_and_selection_every_pattern(fams, estimator):
+    model = make_model(fams, estimator=estimator).eval()
     pats = all_patterns(2)
     present = torch.tensor([p for p in pats for _ in range(2)])  # 6 samples, 3 patterns
     inputs = full_inputs(fams, len(present))
@@ -80,18 +91,20 @@ def test_n3_selection_uses_mean_of_available_mask_tokens():
     assert model.mask_tokens["m0"].shape == (2, 32)
 
 
+@pytest.mark.parametrize("estimator", ESTIMATORS)
 @pytest.mark.parametrize("fams", PAIRS[:3], ids=["+".join(p) for p in PAIRS[:3]])
-def test_only_trainable_parameters_change(fams):
-    model = make_model(fams)
+def test_only_trainable_parameters_change(fams, estimator):
+    model = make_model(fams, estimator=estimator)
     model.train()
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    assert all("lora_" in n or n.split(".")[0] in {"cls_tokens", "mask_tokens", "head", "proj"} for n in trainable)
+    own = {"cls_tokens", "mask_tokens", "head", "proj", "gain", "anchor", "bridge"}
+    assert all("lora_" in n or n.split(".")[0] in own for n in trainable)
     present = torch.tensor([[1, 1], [1, 0], [0, 1], [1, 1]], dtype=torch.bool)
     inputs = full_inputs(fams, 4)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     loss = u2a_loss(model(inputs, present), torch.tensor([0, 1, 2, 0]), model.modalities, "multiclass", 0.2)
-    loss.total.backward()
+    loss["loss"].backward()
     for n, p in model.named_parameters():
         if not p.requires_grad:
             assert p.grad is None, n
@@ -103,15 +116,17 @@ def test_only_trainable_parameters_change(fams):
     moved = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, trainable[n])]
     assert any("lora_B" in n for n in moved)
     assert any(n.startswith("cls_tokens") for n in moved)
-    assert any(n.startswith("mask_tokens") for n in moved)
+    # the residual estimate starts at the mean (gain 0): the gain moves first, then the mask tokens
+    assert any(n.startswith("mask_tokens" if estimator == "paper" else "gain") for n in moved)
     assert any(n.startswith("head") for n in moved)
 
 
+@pytest.mark.parametrize("estimator", ESTIMATORS)
 @pytest.mark.parametrize("fams", PAIRS, ids=["+".join(p) for p in PAIRS])
-def test_skipping_absent_inputs_equals_placeholders_then_selection(fams):
+def test_skipping_absent_inputs_equals_placeholders_then_selection(fams, estimator):
     """The encoders run only on the samples that have the modality; feeding placeholders for the
     others and then selecting gives the same logits."""
-    model = make_model(fams).eval()
+    model = make_model(fams, estimator=estimator).eval()
     present = torch.tensor([[1, 1], [1, 0], [0, 1], [1, 0], [0, 1]], dtype=torch.bool)
     inputs = full_inputs(fams, 5)
     placeheld = {}
@@ -148,17 +163,21 @@ def test_ablation_without_mask_tokens_uses_placeholder_cls():
     torch.testing.assert_close(out.fused[2], ph_feats.cls["m0"][0] + feats.cls["m1"][2], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("estimator", ESTIMATORS)
 @pytest.mark.parametrize("fams", PAIRS, ids=["+".join(p) for p in PAIRS])
-def test_save_load_round_trip_and_merge(tmp_path, fams):
+def test_save_load_round_trip_and_merge(tmp_path, fams, estimator):
     folders = [save_tiny(f, tmp_path / f"enc{i}") for i, f in enumerate(fams)]
-    model = make_model(fams, folders=folders)
+    model = make_model(fams, folders=folders, estimator=estimator)
+    if estimator != "paper":  # statistics are saved with the model
+        model.set_target_stats({m: torch.randn(32) for m in model.modalities},
+                               {m: torch.rand(32) + 0.5 for m in model.modalities})
     # train a step so LoRA and tokens are not at their initial values
     present = torch.tensor([[1, 1], [1, 0], [0, 1]], dtype=torch.bool)
     inputs = full_inputs(fams, 3)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     for _ in range(2):
         opt.zero_grad()
-        u2a_loss(model(inputs, present), torch.tensor([0, 1, 2]), model.modalities, "multiclass", 0.2).total.backward()
+        u2a_loss(model(inputs, present), torch.tensor([0, 1, 2]), model.modalities, "multiclass", 0.2)["loss"].backward()
         opt.step()
     model.eval()
     with torch.no_grad():
@@ -181,16 +200,21 @@ def test_save_load_round_trip_and_merge(tmp_path, fams):
     loaded.save_pretrained(tmp_path / "again")
 
 
-def test_saved_weights_hold_only_trainable_parameters(tmp_path):
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_saved_weights_hold_only_trainable_parameters_and_statistics(tmp_path, estimator):
     from safetensors.torch import load_file
 
     fams = ("clip_vision", "bert")
     folders = [save_tiny(f, tmp_path / f"enc{i}") for i, f in enumerate(fams)]
-    model = make_model(fams, folders=folders)
+    model = make_model(fams, folders=folders, estimator=estimator)
     model.save_pretrained(tmp_path / "saved")
     state = load_file(str(tmp_path / "saved" / "adapter.safetensors"))
-    assert set(state) == {n for n, p in model.named_parameters() if p.requires_grad}
-    assert sum(v.numel() for v in state.values()) == model.count_parameters()[1]
+    stats = {n for n in state if n.startswith("stats.")}
+    assert set(state) - stats == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert sum(v.numel() for n, v in state.items() if n not in stats) == model.count_parameters()[1]
+    # the paper's estimator needs no statistics; the anchored one stores mean and variance per target
+    assert stats == (set() if estimator == "paper" else
+                     {f"stats.{m}.{k}" for m in model.modalities for k in ("mean", "var", "run_mean", "run_var")})
 
 
 def test_corrupt_weights_give_clear_error(tmp_path):
@@ -252,7 +276,7 @@ def test_multilabel_loss_is_bce():
     with torch.no_grad():
         out = model(full_inputs(fams, 2), present)
     loss = u2a_loss(out, y, model.modalities, "multilabel", 0.0)
-    torch.testing.assert_close(loss.total, torch.nn.functional.binary_cross_entropy_with_logits(out.logits, y))
+    torch.testing.assert_close(loss["loss"], torch.nn.functional.binary_cross_entropy_with_logits(out.logits, y))
 
 
 def test_modality_dropout_only_on_complete_samples():
@@ -276,7 +300,7 @@ def test_widths_that_differ_get_projections():
     cfg_wide.hidden_size = 48
     mods = [dict(name="image", encoder="x"), dict(name="text", encoder="y")]
     model = U2AModel(
-        ModelConfig(modalities=mods, num_classes=2),
+        ModelConfig(modalities=mods, num_classes=2, u2a=U2AConfig(estimator="paper")),
         {"image": adapter_for_config(cfg_wide).from_config(cfg_wide), "text": adapter_for_config(cfg_small).from_config(cfg_small)},
     )
     assert model.dim == 48

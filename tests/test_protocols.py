@@ -16,7 +16,6 @@ from _tiny import tiny_adapter, tiny_inputs
 from u2a.config import ModelConfig
 from u2a.data.missing import MissingSpec, build_tables
 from u2a.errors import ConfigError
-from u2a.evaluation.experiment import aggregate, fmt, parse_seeds
 from u2a.evaluation.metrics import compute_metrics
 from u2a.evaluation.protocols import (
     TableContext,
@@ -26,7 +25,10 @@ from u2a.evaluation.protocols import (
     run_protocol,
 )
 from u2a.evaluation.scenarios import encode_split
-from u2a.model import U2AModel
+from u2a.evaluation.tables import aggregate, fmt
+from u2a.methods.u2a.config import U2AConfig
+from u2a.methods.u2a.model import Features, U2AModel
+from u2a.pipelines.experiment import parse_seeds
 
 PAIR = ("text", "image")
 
@@ -109,10 +111,10 @@ def test_availability_never_removes_the_only_modality():
 
 # ---- running scenarios on a tiny model --------------------------------------------------------
 
-def tiny_model(mask_tokens=True, seed=0):
+def tiny_model(mask_tokens=True, seed=0, estimator="paper"):
     torch.manual_seed(seed)
     cfg = ModelConfig(modalities=[dict(name="image", encoder="tiny-vit", kind="image"), dict(name="text", encoder="tiny-bert", kind="text")],
-                      num_classes=3, classes=["x", "y", "z"], mask_tokens=mask_tokens)
+                      num_classes=3, classes=["x", "y", "z"], u2a=U2AConfig(mask_tokens=mask_tokens, estimator=estimator))
     return U2AModel(cfg, {"image": tiny_adapter("vit"), "text": tiny_adapter("bert")}).eval()
 
 
@@ -168,6 +170,8 @@ def test_run_protocol_matches_direct_selection_and_mse():
         assert mse["image->text"]["per_class"][name]["mse"] == pytest.approx(float(err[enc.labels == c].mean()), rel=1e-5)
         assert mse["image->text"]["per_class"][name]["n"] == 8
     assert mse["image->text"]["mean"] == pytest.approx(float(err.mean()), rel=1e-5)
+    y = f.cls["text"]
+    assert mse["image->text"]["constant"] == pytest.approx(float(((y - y.mean(0)) ** 2).mean()), rel=1e-5)
     # no mask tokens: nothing to estimate
     ab = tiny_model(mask_tokens=False)
     enc_ab = encode_split(ab, ds, _collate_for(ds), batch_size=8, progress=False)
@@ -175,13 +179,12 @@ def test_run_protocol_matches_direct_selection_and_mse():
 
 
 def test_mse_multilabel_counts_a_sample_in_each_of_its_classes():
-    from u2a.model import Features
-
     cls = {"a": torch.zeros(3, 2), "b": torch.zeros(3, 2)}
     mt = {("a", "b"): torch.tensor([[1.0, 1.0], [2.0, 0.0], [0.0, 0.0]]), ("b", "a"): torch.zeros(3, 2)}
     present = torch.tensor([[True, True], [True, True], [True, False]])
     labels = torch.tensor([[1, 1], [0, 1], [1, 0]])
-    out = mask_token_mse(Features(cls, mt, present), labels, ["a", "b"], ["c0", "c1"], "multilabel")
+    feats = Features(present=present, cls=cls, mt=mt, align_target=cls, align_pred=mt)
+    out = mask_token_mse(feats, labels, ["a", "b"], ["c0", "c1"], "multilabel")
     # sample 2 lacks b: left out; per-sample MSE 1.0 and 2.0
     assert out["a->b"]["per_class"]["c0"] == {"mse": 1.0, "n": 1}
     assert out["a->b"]["per_class"]["c1"] == {"mse": 1.5, "n": 2}
@@ -245,17 +248,16 @@ def test_experiment_then_evaluate(tiny_setup, capsys):
     assert _run("experiment", cfg_path, "--seeds", "0,1", "--protocol", "all", "--ablation", "-q", "name=exp") == 0
     root = tmp / "runs" / "exp"
     for k in (0, 1):
-        for run in (root / f"seed{k}", root / "no_mask_tokens" / f"seed{k}"):
+        for run in (root / "u2a" / f"seed{k}", root / "u2a_no_mt" / f"seed{k}"):
             assert (run / "best" / "adapter.safetensors").is_file() and (run / "summary.json").is_file()
-        saved = yaml.safe_load((root / f"seed{k}" / "config.yaml").read_text())
+        saved = yaml.safe_load((root / "u2a" / f"seed{k}" / "config.yaml").read_text())
         assert saved["train"]["seed"] == k and saved["data"]["missing"]["seed"] == k
-        assert (root / f"seed{k}" / "eval" / "all" / "results.json").is_file()
     res = json.loads((root / "results.json").read_text())
     assert res["seeds"] == [0, 1] and len(res["per_seed"]) == 2
     # mean and std over the seeds, checked against the per-seed results
     per = res["per_seed"]
     labels = list(per[0]["results"])
-    assert labels == ["U2A", "no mask tokens"]
+    assert labels == ["U2A", "U2A (no mask tokens)"]
     scen = [s["name"] for s in per[0]["scenarios"]]
     assert "missing both 50%" in scen and "a only" in scen and "b 30%" in scen
     for label in labels:
@@ -274,21 +276,23 @@ def test_experiment_then_evaluate(tiny_setup, capsys):
     assert t1[1][1] == f"{100 * acc['mean']:.2f} ± {100 * acc['std']:.2f}"
     t3 = _csv(root / "table3_missing.csv")
     assert t3[0][:3] == ["missing rate", "a (%)", "b (%)"] and [r[1:3] for r in t3[1:]] == [["50", "100"], ["100", "50"], ["75", "75"]]
-    for name in ("table4_absent", "fig2_sweep", "fig5_per_class", "fig3_mask_tokens", "fig4_mse"):
+    for name in ("table4_absent", "fig2_sweep", "fig5_per_class", "fig3_mask_tokens", "fig4_mse", "methods"):
         assert (root / f"{name}.csv").is_file(), name
+    methods = _csv(root / "methods.csv")
+    assert methods[0][:3] == ["model", "method", "learnable parameters"] and [r[0] for r in methods[1:]] == labels
     for png in ("fig2_sweep", "fig5_per_class", "fig3_mask_tokens", "fig4_mse"):
         assert (root / f"{png}.png").stat().st_size > 1000, png
     report = (root / "report.md").read_text()
     assert "±" in report and "![fig2_sweep](fig2_sweep.png)" in report and "Table 4" in report
     assert "Model selection (validation)" in report
     # the seed's own test table (the run's missing.test spec) is what `missing both 50%` evaluated
-    own = json.loads(next((root / "seed0" / "missing").glob("*.json")).read_text())["tables"]["test"]
+    own = json.loads(next((root / "u2a" / "seed0" / "missing").glob("*.json")).read_text())["tables"]["test"]
     assert per[0]["results"]["U2A"]["missing both 50%"]["available"]["a"] == pytest.approx(1 - own.count(1) / len(own))
 
     # a second experiment call reuses the finished runs (no retraining)
-    mtime = (root / "seed0" / "best" / "adapter.safetensors").stat().st_mtime
+    mtime = (root / "u2a" / "seed0" / "best" / "adapter.safetensors").stat().st_mtime
     assert _run("experiment", cfg_path, "--seeds", "0", "--protocol", "complete", "-q", "name=exp") == 0
-    assert (root / "seed0" / "best" / "adapter.safetensors").stat().st_mtime == mtime
+    assert (root / "u2a" / "seed0" / "best" / "adapter.safetensors").stat().st_mtime == mtime
     # ... but refuses a changed config without --overwrite
     with pytest.raises(ConfigError, match="--overwrite"):
         _run("experiment", cfg_path, "--seeds", "0", "-q", "name=exp", "train.lr=0.01")
@@ -296,12 +300,12 @@ def test_experiment_then_evaluate(tiny_setup, capsys):
 
     # u2a evaluate on one trained run folder, compared with its ablation
     out = tmp / "eval_out"
-    assert _run("evaluate", root / "seed0", "--protocol", "all", "--compare", root / "no_mask_tokens" / "seed0",
+    assert _run("evaluate", root / "u2a" / "seed0", "--protocol", "all", "--compare", root / "u2a_no_mt" / "seed0",
                 "--out", out, "-q") == 0
     printed = capsys.readouterr().out
     assert "Table 4" in printed
     ev = json.loads((out / "results.json").read_text())
-    assert list(ev["results"]) == ["U2A", "no mask tokens"] and ev["split"] == "test" and ev["n"] == 20
+    assert list(ev["results"]) == ["U2A", "U2A (no mask tokens)"] and ev["split"] == "test" and ev["n"] == 20
     # same model, same data, same scenario seed: the same numbers as the experiment's seed 0
     for sc in scen:
         assert ev["results"]["U2A"][sc]["accuracy"] == pytest.approx(per[0]["results"]["U2A"][sc]["accuracy"])
@@ -310,16 +314,16 @@ def test_experiment_then_evaluate(tiny_setup, capsys):
                  "fig3_mask_tokens", "fig4_mse"):
         rows = _csv(out / f"{name}.csv")
         assert len(rows) > 1 and "±" not in "".join(map("".join, rows)), name
-    for png in ("fig2_sweep_a.png", "fig2_sweep_b.png", "fig5_per_class.png", "fig3_mask_tokens.png", "fig4_mse.png"):
+    for png in ("fig2_sweep.png", "fig5_per_class.png", "fig3_mask_tokens.png", "fig4_mse.png"):
         assert (out / png).stat().st_size > 1000, png
     report = (out / "report.md").read_text()
-    for png in ("fig2_sweep_a.png", "fig5_per_class.png", "fig3_mask_tokens.png", "fig4_mse.png"):
+    for png in ("fig2_sweep.png", "fig5_per_class.png", "fig3_mask_tokens.png", "fig4_mse.png"):
         assert f"({png})" in report
     assert set(ev["files"]) >= {"report.md", "table1_complete.csv", "fig4_mse.png"}
 
     # a single protocol, default output folder
-    assert _run("evaluate", root / "seed1", "--protocol", "absent", "-q") == 0
-    d = root / "seed1" / "eval" / "absent"
+    assert _run("evaluate", root / "u2a" / "seed1", "--protocol", "absent", "-q") == 0
+    d = root / "u2a" / "seed1" / "eval" / "absent"
     assert [r[:2] for r in _csv(d / "table4_absent.csv")] == [["available", "missing"], ["b", "a"], ["a", "b"]]
     ev1 = json.loads((d / "results.json").read_text())
     assert list(ev1["results"]["U2A"]) == ["b only", "a only"]
@@ -331,7 +335,7 @@ def test_missing_scenario_equals_the_runs_own_test_table(tmp_path):
     """On a run's data, `missing both η%` removes exactly what the run's own test table removes."""
     from u2a.config import build_run_config
     from u2a.data.datasets import build_datasets, missing_pair
-    from u2a.evaluation.experiment import test_datasets
+    from u2a.pipelines.evaluate import test_datasets
 
     enc = S.make_tiny_bert(tmp_path / "bert")
     S.make_tiny_tokenizer(tmp_path / "bert")

@@ -51,7 +51,13 @@ def test_loss_decreases_and_files_exist(runs):
     records = read_metrics(run)
     epochs = [r for r in records if r["type"] == "epoch"]
     assert [r["epoch"] for r in epochs] == [1, 2, 3, 4]
-    assert epochs[-1]["train_loss"] < epochs[0]["train_loss"] * 0.7
+    # the task loss falls (the alignment term of the default estimator starts at its floor, the
+    # constant mean, and rises as the targets become class-informative)
+    steps = [r for r in records if r["type"] == "step"]
+    first = sum(r["task_loss"] for r in steps[:4]) / 4
+    last = sum(r["task_loss"] for r in steps[-4:]) / 4
+    assert last < first * 0.7, (first, last)
+    assert all(k in steps[0] for k in ("loss", "task_loss", "align_loss", "align/a->b", "align/b->a"))
     assert any(r["type"] == "step" for r in records)
     assert all(r["val"]["n"] == 7 and r["val"]["n_distinct"] == 7 for r in epochs)
     assert json.loads((run / "summary.json").read_text()) == summary

@@ -10,17 +10,67 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import warnings
+
 from omegaconf import MISSING
 
 from u2a.errors import ConfigError
+from u2a.methods.mla.config import MLAConfig
+from u2a.methods.u2a.config import U2AConfig
+from u2a.methods.ume_mma.config import UMEMMAConfig
+from u2a.validation import check as _check
 
 TASKS = ("multiclass", "multilabel")
 KINDS = ("text", "image", "audio", "video")
+#: the methods a config can name (``model.method``); each has its section ``model.<method>``
+METHODS = ("u2a", "mla", "ume_mma")
 
 
-def _check(cond: bool, key: str, msg: str) -> None:
-    if not cond:
-        raise ConfigError(f"{key}: {msg}")
+class U2AConfigWarning(FutureWarning):
+    """A config key that moved: the config still loads, the message says what to change."""
+
+
+#: keys that moved when the method seam came in (old dotted key -> new dotted key)
+MOVED_KEYS = {
+    "model.mask_tokens": "model.u2a.mask_tokens",
+    "model.align_weight": "model.u2a.align_weight",
+    "train.modality_dropout": "model.u2a.modality_dropout",
+}
+
+
+def _moved(old: str) -> str | None:
+    for k, new in MOVED_KEYS.items():
+        if old == k or old.startswith(k + "."):
+            return new + old[len(k):]
+    return None
+
+
+def migrate_legacy(data: dict[str, Any], where: str = "config", warn: bool = True) -> dict[str, Any]:
+    """A copy of a run-config mapping with moved keys (:data:`MOVED_KEYS`) in their new place.
+
+    ``warn``: say (once per key) what to change; run folders written by older u2a versions are
+    read without a warning."""
+    import copy
+
+    data = copy.deepcopy(data)
+    for old, new in MOVED_KEYS.items():
+        src_sec, src_key = old.split(".")
+        parts = new.split(".")
+        sec = data.get(src_sec)
+        if not isinstance(sec, dict) or src_key not in sec:
+            continue
+        value = sec.pop(src_key)
+        node = data
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{where}: cannot move {old} to {new}: {p} is not a mapping")
+        if parts[-1] in node:
+            raise ConfigError(f"{where}: both {old} (old name) and {new} are given; keep only {new}")
+        node[parts[-1]] = value
+        if warn:
+            warnings.warn(f"{where}: '{old}' is now '{new}'; please rename it", U2AConfigWarning, stacklevel=3)
+    return data
 
 
 @dataclass
@@ -73,30 +123,36 @@ class ModalityConfig:
 
 @dataclass
 class ModelConfig:
+    """What a saved model needs: the method, the modalities and their encoders, the task, LoRA, and
+    the method's own section (``u2a``, ``mla`` or ``ume_mma``; the others keep their defaults)."""
+
+    #: which method trains and predicts (``u2a``, ``mla``, ``ume_mma``; see ``u2a.methods``)
+    method: str = "u2a"
     modalities: list[ModalityConfig] = field(default_factory=list)
     num_classes: int = 0
     task: str = "multiclass"
     lora: LoraConfig = field(default_factory=LoraConfig)
-    #: False: the ablation without U2A's mask tokens (a missing modality's slot is the CLS output
-    #: of the placeholder input: empty text, zero image/audio)
-    mask_tokens: bool = True
-    #: lambda of the alignment loss (paper: 0.2)
-    align_weight: float = 0.2
     #: common width of the fused feature; default: the encoders' width when they agree, else the largest
     common_dim: Optional[int] = None
     #: class names in label-index order (filled from the data when omitted)
     classes: Optional[list[str]] = None
+    u2a: U2AConfig = field(default_factory=U2AConfig)
+    mla: MLAConfig = field(default_factory=MLAConfig)
+    ume_mma: UMEMMAConfig = field(default_factory=UMEMMAConfig)
 
     def __post_init__(self) -> None:
         self.modalities = [m if isinstance(m, ModalityConfig) else ModalityConfig(**m) for m in self.modalities]
         if isinstance(self.lora, dict):
             self.lora = LoraConfig(**self.lora)
+        for name, cls in (("u2a", U2AConfig), ("mla", MLAConfig), ("ume_mma", UMEMMAConfig)):
+            if isinstance(getattr(self, name), dict):
+                setattr(self, name, cls(**getattr(self, name)))
+        _check(self.method in METHODS, "model.method", f"must be one of {METHODS}, got {self.method!r}")
         _check(len(self.modalities) >= 2, "model.modalities", f"needs at least 2 modalities, got {len(self.modalities)}")
         names = [m.name for m in self.modalities]
         _check(len(set(names)) == len(names), "model.modalities", f"names must be unique, got {names}")
         _check(self.num_classes >= 1, "model.num_classes", f"must be >= 1, got {self.num_classes}")
         _check(self.task in TASKS, "model.task", f"must be one of {TASKS}, got {self.task!r}")
-        _check(self.align_weight >= 0, "model.align_weight", "must be >= 0")
         if self.common_dim is not None:
             _check(self.common_dim >= 1, "model.common_dim", "must be >= 1")
         if self.classes is not None:
@@ -113,8 +169,15 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def method_config(self) -> Any:
+        """The section of the selected method (``self.u2a`` for ``method: u2a``)."""
+        return getattr(self, self.method)
+
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, d: dict[str, Any], warn: bool = False) -> "ModelConfig":
+        """From a saved model's ``model`` mapping (keys that moved since are put in their place)."""
+        d = migrate_legacy({"model": dict(d)}, "model", warn=warn)["model"]
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -146,18 +209,9 @@ MULTICLASS_METRICS = ("accuracy", "f1_macro", "loss")
 MULTILABEL_METRICS = ("f1_macro", "f1_micro", "f1_samples", "f1_weighted", "loss")
 
 
-@dataclass
-class ModalityDropoutConfig:
-    """Random modality dropout on complete training samples (paper, Section 3)."""
-
-    enabled: bool = True
-    #: probability of keeping every modality; null: uniform over keep-all / drop-one outcomes
-    keep_prob: Optional[float] = None
-
-    def __post_init__(self) -> None:
-        if self.keep_prob is not None:
-            _check(0.0 <= self.keep_prob <= 1.0, "train.modality_dropout.keep_prob",
-                   f"must be in [0, 1], got {self.keep_prob}")
+#: which validation scores select the best epoch: the complete data ("complete"), the mean over
+#: the scenarios with one modality left alone ("missing"), or the mean over both ("all")
+SELECT_ON = ("complete", "missing", "all")
 
 
 @dataclass
@@ -179,10 +233,13 @@ class TrainConfig:
     grad_clip: Optional[float] = None
     grad_accum: int = 1
     seed: int = 0
+    #: "bf16": autocast to bfloat16 (CPU and GPU; trainable weights and optimizer state stay fp32);
+    #: "fp16": GPU only
     mixed_precision: str = "no"
-    modality_dropout: ModalityDropoutConfig = field(default_factory=ModalityDropoutConfig)
     eval_every_epochs: int = 1
     select_metric: str = "accuracy"
+    #: validation scenarios averaged for selection: complete, missing (each modality alone), all
+    select_on: str = "complete"
     #: also checkpoint every N optimizer steps (null: only at the end of each epoch)
     checkpoint_every_steps: Optional[int] = None
     #: checkpoints kept besides the best one
@@ -213,8 +270,7 @@ class TrainConfig:
         _check(self.seed >= 0, "train.seed", f"must be >= 0, got {self.seed}")
         _check(self.mixed_precision in MIXED_PRECISION, "train.mixed_precision",
                f"must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
-        if isinstance(self.modality_dropout, dict):
-            self.modality_dropout = ModalityDropoutConfig(**self.modality_dropout)
+        _check(self.select_on in SELECT_ON, "train.select_on", f"must be one of {SELECT_ON}, got {self.select_on!r}")
         _check(self.eval_every_epochs >= 1, "train.eval_every_epochs", f"must be >= 1, got {self.eval_every_epochs}")
         _check(self.select_metric in SELECT_METRICS, "train.select_metric",
                f"must be one of {SELECT_METRICS}, got {self.select_metric!r}")
@@ -496,24 +552,34 @@ def _schema(cls: type) -> Any:
     return node
 
 
-def build_run_config(data: dict[str, Any] | None = None, overrides: Sequence[str] = (), name: str | None = None) -> RunConfig:
-    """A validated RunConfig from a mapping (a parsed YAML file) and ``key=value`` overrides."""
+def build_run_config(data: dict[str, Any] | None = None, overrides: Sequence[str] = (), name: str | None = None,
+                     where: str = "config", warn: bool = True) -> RunConfig:
+    """A validated RunConfig from a mapping (a parsed YAML file) and ``key=value`` overrides.
+
+    Keys that moved (:data:`MOVED_KEYS`) are read from their old place with a warning."""
     root = _schema(RunConfig)
-    _apply(root, dict(data or {}), "")
+    _apply(root, migrate_legacy(dict(data or {}), where, warn=warn), "")
     for o in overrides:
+        key, _ = parse_override(o)
+        new = _moved(key)
+        if new is not None:
+            warnings.warn(f"override '{key}' is now '{new}'; please rename it", U2AConfigWarning, stacklevel=2)
+            o = new + o[o.index("="):]
         _apply_override(root, o)
     if name is not None and root.name is None:
         root.name = name
     return _to_object(root, "config")
 
 
-def load_run_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunConfig:
+def load_run_config(path: str | Path | None, overrides: Sequence[str] = (), warn: bool = True) -> RunConfig:
     """Read a run YAML file, apply dotted ``key=value`` overrides and validate.
 
-    Every problem is a :class:`ConfigError` naming the key.
+    Every problem is a :class:`ConfigError` naming the key. ``warn=False``: read keys that moved
+    without a warning (the ``config.yaml`` of a run folder that an older u2a wrote).
     """
     data = load_yaml(path) if path is not None else {}
-    return build_run_config(data, overrides, name=Path(path).stem if path is not None else None)
+    return build_run_config(data, overrides, name=Path(path).stem if path is not None else None,
+                            where=str(path) if path is not None else "config", warn=warn)
 
 
 def run_config_yaml(cfg: RunConfig) -> str:
@@ -533,7 +599,9 @@ def save_run_config(cfg: RunConfig, path: str | Path) -> Path:
 def load_model_config(path: str | Path) -> ModelConfig:
     """The ``model:`` section of a run config (or a file that holds only a model config)."""
     data = load_yaml(path)
-    section = data.get("model", data) if isinstance(data.get("model"), dict) else data
+    if not isinstance(data.get("model"), dict):
+        data = {"model": data}  # a file that holds only a model config
+    section = migrate_legacy(data, str(path))["model"]
     root = _schema(ModelConfig)
     _apply(root, section, "model.")
     return _to_object(root, "model")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from u2a.cli import main
-from u2a.demo import recipe_path
+from u2a.pipelines.demo import recipe_path
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -40,7 +40,7 @@ def test_two_epochs_on_a_100_sample_slice(emoji_dir, tmp_path, capsys):
     from u2a.data.datasets import build_datasets, missing_pair
     from u2a.data.processing import build_collator
     from u2a.evaluation.scenarios import encode_split, run_scenarios, standard_scenarios
-    from u2a.model import U2AModel
+    from u2a.methods.base import load_model
 
     rc = main(["train", str(recipe_path("emoji")), "name=slice", f"output_dir={tmp_path}",
                "data.limit=100", "train.epochs=2", "train.lr=5e-3", "--no-progress"])
@@ -49,7 +49,11 @@ def test_two_epochs_on_a_100_sample_slice(emoji_dir, tmp_path, capsys):
     epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in epochs if r.get("type") == "epoch"]
     assert [r["epoch"] for r in epochs] == [1, 2]
-    assert epochs[1]["train_loss"] < epochs[0]["train_loss"]
+    assert epochs[1]["train_losses"]["task"] < epochs[0]["train_losses"]["task"]
+    assert set(epochs[0]["train_losses"]) == {"loss", "task", "align", "align/image->text", "align/text->image"}
+    # validation reports the mask-token estimates next to the constant mean, per direction
+    est = epochs[1]["val"]["estimates"]
+    assert set(est) == {"image->text", "text->image"} and all(v["constant_mse"] > 0 for v in est.values())
     assert epochs[1]["val"]["n"] == 100
     summary = json.loads((run / "summary.json").read_text())
     assert summary["train_samples"] == 200
@@ -58,7 +62,7 @@ def test_two_epochs_on_a_100_sample_slice(emoji_dir, tmp_path, capsys):
 
     # the saved adapter reloads onto the real encoders and evaluates every missing scenario
     cfg = load_run_config(run / "config.yaml")
-    model = U2AModel.from_pretrained(run / "best")
+    model = load_model(run / "best")
     datasets = build_datasets(cfg, run)
     pair = missing_pair(cfg.model.modality_names)
     encoded = encode_split(model, datasets["test"], build_collator(cfg.model), progress=False)

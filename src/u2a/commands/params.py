@@ -8,14 +8,17 @@ from u2a.config import load_model_config
 
 
 def run(args: argparse.Namespace) -> int:
-    from u2a.model import U2AModel
+    from u2a.methods import method_of
 
     cfg = load_model_config(args.config)
+    if args.method:
+        cfg.method = args.method
+    method = method_of(cfg)
     # counting needs the architecture only: randomly initialised encoders, built offline for the
     # encoders whose configs u2a ships
-    model = U2AModel.from_config(cfg, pretrained=False if not args.pretrained else None)
+    model = method.build_model(cfg, pretrained=False if not args.pretrained else None)
     total, learnable = model.count_parameters()
-    print(f"config: {args.config}")
+    print(f"config: {args.config} (method: {method.display_name(cfg)})")
     for m in cfg.modalities:
         enc = model.encoders[m.name]
         print(f"  {m.name:<8} {m.encoder} ({enc.family}, {enc.num_layers} layers, width {enc.hidden_size})")
@@ -42,5 +45,6 @@ def register(sub, formatter_class) -> None:
     )
     p.add_argument("config", help="a run or model YAML config")
     p.add_argument("--pretrained", action="store_true", help="load the encoders' weights instead of random init")
+    p.add_argument("--method", default=None, help="count for this method instead of the config's model.method")
     p.add_argument("-v", "--verbose", action="store_true", help="break learnable parameters down by group")
     p.set_defaults(func=run)

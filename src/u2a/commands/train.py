@@ -15,23 +15,11 @@ from typing import Any
 from u2a.errors import ConfigError, DataError, ModelError
 
 
-def _build_datasets(cfg, run_dir: Path, is_main: bool):
-    try:
-        from u2a.data.datasets import build_datasets
-    except ImportError:  # pragma: no cover - older layouts
-        from u2a.data import build_datasets  # type: ignore[attr-defined]
-    return build_datasets(cfg, run_dir, write_tables=is_main)
-
-
 def run_train(args: argparse.Namespace) -> int:
-    from accelerate.utils import set_seed
-
-    from u2a.config import load_run_config, save_run_config
-    from u2a.data.datasets import write_data_report
-    from u2a.data.processing import build_collator
-    from u2a.model import U2AModel
+    from u2a.config import load_run_config
+    from u2a.pipelines.train import train_run
     from u2a.train import checkpoint as ck
-    from u2a.train.trainer import Trainer, make_accelerator
+    from u2a.train.trainer import make_accelerator
 
     overrides = list(args.overrides or [])
     if args.resume:
@@ -41,7 +29,7 @@ def run_train(args: argparse.Namespace) -> int:
         cfg_file = run_dir / "config.yaml"
         if not cfg_file.is_file():
             raise ConfigError(f"--resume {run_dir}: no config.yaml there (is it a u2a run folder?)")
-        cfg = load_run_config(cfg_file, overrides)
+        cfg = load_run_config(cfg_file, overrides, warn=False)
     else:
         if args.config is None:
             raise ConfigError("give a CONFIG file, or --resume RUN_DIR")
@@ -67,31 +55,16 @@ def run_train(args: argparse.Namespace) -> int:
         for name in ("summary.json", "metrics.jsonl"):
             (run_dir / name).unlink(missing_ok=True)
     accelerator.wait_for_everyone()
-    datasets = _build_datasets(cfg, run_dir, is_main)  # fills model.classes from the data
+    result = train_run(cfg, run_dir, accelerator=accelerator, resume=bool(args.resume))
     if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_run_config(cfg, run_dir / "config.yaml")
-        write_data_report(datasets, run_dir)
-        sizes = ", ".join(f"{k} {len(v)}" for k, v in datasets.items())
-        print(f"run folder: {run_dir}\ndata: {sizes}", file=sys.stderr)
-    set_seed(cfg.train.seed)  # the same initial weights in every process and every run
-    model = U2AModel.from_config(cfg.model)
-    trainer = Trainer(
-        cfg, model, datasets,
-        collate_fn=build_collator(cfg.model, train=True),
-        eval_collate_fn=build_collator(cfg.model, train=False),
-        run_dir=run_dir, accelerator=accelerator,
-    )
-    summary = trainer.train(resume=bool(args.resume))
-    if is_main:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(result.summary, indent=2))
     return 0
 
 
 # ---- predict -------------------------------------------------------------------------------
 
 def _model_dir(run: Path) -> Path:
-    from u2a.model.u2a import CONFIG_NAME
+    from u2a.methods.base import CONFIG_NAME
 
     if (run / CONFIG_NAME).is_file():
         return run
@@ -137,10 +110,10 @@ def run_predict(args: argparse.Namespace) -> int:
     import torch
 
     from u2a.data.processing import build_collator
-    from u2a.model import U2AModel
+    from u2a.methods.base import load_model
 
     model_dir = _model_dir(Path(args.run))
-    model = U2AModel.from_pretrained(model_dir)
+    model = load_model(model_dir)
     model.eval()
     config = model.config
     classes = config.classes or [str(i) for i in range(config.num_classes)]
@@ -164,7 +137,10 @@ def run_predict(args: argparse.Namespace) -> int:
     print("given: " + ", ".join(fields))
     missing = [m for m in config.modality_names if m not in fields]
     if missing:
-        how = "mask tokens" if config.mask_tokens else "placeholder inputs (no mask tokens)"
+        if config.method != "u2a":
+            how = f"nothing ({config.method}: the missing branch takes no part)"
+        else:
+            how = "mask tokens" if config.u2a.mask_tokens else "placeholder inputs (no mask tokens)"
         print(f"estimated by {how}: {', '.join(missing)}")
     for p, i in zip(top.values.tolist(), top.indices.tolist()):
         print(f"  {classes[i]:<24} {p:.4f}")
@@ -225,8 +201,8 @@ def _predict_manifest(args: argparse.Namespace, model, collate, classes: list[st
 def register(sub, formatter_class) -> None:
     p = sub.add_parser(
         "train",
-        help="train a U2A model from a run config",
-        description="Train U2A as a run config describes (see docs/training.md). Dotted key=value "
+        help="train a model (U2A, MLA, UME-MMA) from a run config",
+        description="Train the method a run config names (model.method; see docs/training.md). Dotted key=value "
         "overrides change any config key (train.lr=5e-5 model.lora.rank=2). Multi-process: "
         "`accelerate launch -m u2a.cli train CONFIG` or `torchrun --nproc_per_node N -m u2a.cli train CONFIG`.",
         formatter_class=formatter_class,

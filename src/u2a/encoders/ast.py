@@ -81,8 +81,12 @@ class ASTAdapter(EncoderAdapter):
         pos = emb.position_embeddings[:, 2:].reshape(1, f_full, t_full, -1)[:, :f, :t].reshape(1, f * t, -1)
         return emb.dropout(patches + pos), None
 
-    def encode(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        return self.run_layers(self.model.layers, self.model.layernorm, tokens, mask)
+    def encode(self, tokens: torch.Tensor, mask: torch.Tensor | None, private: int = 0) -> torch.Tensor:
+        return self.run_layers(self.model.layers, self.model.layernorm, tokens, mask, private)
+
+    @property
+    def final_norm(self):
+        return self.model.layernorm
 
     @torch.no_grad()
     def default_cls(self) -> torch.Tensor | None:

@@ -7,7 +7,10 @@ An adapter wraps one Hugging Face transformers model and splits it in two, as U2
   (``n x L x d``) *without* the model's own class token(s), plus a key padding mask (1 = real token)
   for families that pad (text) or ``None``.
 * :meth:`EncoderAdapter.encode` - the transformer stack and its final norm on a sequence into which
-  U2A has put its own CLS and mask tokens.
+  U2A has put its own CLS and mask tokens. ``private=k`` hides the last ``k`` tokens from every
+  other token (they attend to everything; nothing attends to them): U2A's one-way mask tokens.
+* :attr:`EncoderAdapter.final_norm` - the LayerNorm that produces the encoder's outputs (its affine
+  map bounds what any output token can be; see :mod:`u2a.methods.u2a.estimators`).
 
 Each family names its LoRA targets exactly (:attr:`lora_target_pattern`, a regex that must match
 the query, key, value and attention-output projections of every block and nothing else).
@@ -81,13 +84,18 @@ class EncoderAdapter(nn.Module):
     def embed(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError
 
-    def encode(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def encode(self, tokens: torch.Tensor, mask: torch.Tensor | None, private: int = 0) -> torch.Tensor:
         raise NotImplementedError
 
-    def run_layers(self, layers, final_norm, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    @property
+    def final_norm(self) -> nn.LayerNorm:
+        """The LayerNorm whose output :meth:`encode` returns."""
+        raise NotImplementedError
+
+    def run_layers(self, layers, final_norm, tokens: torch.Tensor, mask: torch.Tensor | None, private: int = 0) -> torch.Tensor:
         """Every block of a plain ModuleList stack (transformers 5 ViT / AST layout), then the final
         norm; ``mask`` is a key padding mask (1 = real token) or None."""
-        mask4d = attention_mask_4d(self.config, tokens, mask)
+        mask4d = attention_mask_4d(self.config, tokens, mask, private)
         hidden = tokens
         for layer in layers:
             hidden = layer(hidden, mask4d)
@@ -126,11 +134,20 @@ class EncoderAdapter(nn.Module):
 # ---- helpers shared by the families ---------------------------------------------------
 
 
-def attention_mask_4d(config: PretrainedConfig, tokens: torch.Tensor, mask: torch.Tensor | None):
-    """The model's own 4-D attention mask for a key padding mask (1 = real token), or ``None``."""
-    if mask is None:
+def attention_mask_4d(config: PretrainedConfig, tokens: torch.Tensor, mask: torch.Tensor | None, private: int = 0):
+    """The model's own 4-D attention mask (in the format of its attention implementation) for a key
+    padding mask (1 = real token) or ``None``; ``private=k``: the last ``k`` tokens are keys for
+    themselves only (one-way tokens: they read every token, no other token reads them)."""
+    if mask is None and private == 0:
         return None
-    return create_bidirectional_mask(config=config, inputs_embeds=tokens, attention_mask=mask)
+    if private == 0:
+        return create_bidirectional_mask(config=config, inputs_embeds=tokens, attention_mask=mask)
+    first_private = int(tokens.shape[1]) - int(private)
+
+    def one_way(batch_idx, head_idx, q_idx, kv_idx):
+        return (kv_idx < first_private) | (q_idx >= first_private)
+
+    return create_bidirectional_mask(config=config, inputs_embeds=tokens, attention_mask=mask, and_mask_function=one_way)
 
 
 def load_checked(

@@ -6,9 +6,8 @@ from typing import Any, Mapping
 
 import torch
 from transformers import AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel
-from transformers.masking_utils import create_bidirectional_mask
 
-from u2a.encoders.base import EncoderAdapter
+from u2a.encoders.base import EncoderAdapter, attention_mask_4d
 from u2a.encoders.registry import register_adapter
 
 
@@ -54,9 +53,14 @@ class _TextAdapter(EncoderAdapter):
         # position 0 holds the tokenizer's [CLS] / <s>: U2A's own CLS token replaces it
         return tokens[:, 1:], mask[:, 1:].to(tokens.dtype)
 
-    def encode(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        mask4d = create_bidirectional_mask(config=self.config, inputs_embeds=tokens, attention_mask=mask)
+    def encode(self, tokens: torch.Tensor, mask: torch.Tensor | None, private: int = 0) -> torch.Tensor:
+        mask4d = attention_mask_4d(self.config, tokens, mask, private)
         return self.model.encoder(tokens, attention_mask=mask4d)[0]
+
+    @property
+    def final_norm(self):
+        # post-LN blocks: the last block's output LayerNorm produces the encoder's outputs
+        return self.model.encoder.layer[-1].output.LayerNorm
 
     @torch.no_grad()
     def default_cls(self) -> torch.Tensor | None:

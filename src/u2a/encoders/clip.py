@@ -55,10 +55,14 @@ class CLIPVisionAdapter(EncoderAdapter):
         tokens = self.model.pre_layrnorm(tokens)
         return tokens[:, 1:], None
 
-    def encode(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        mask4d = attention_mask_4d(self.config, tokens, mask)
+    def encode(self, tokens: torch.Tensor, mask: torch.Tensor | None, private: int = 0) -> torch.Tensor:
+        mask4d = attention_mask_4d(self.config, tokens, mask, private)
         hidden = self.model.encoder(inputs_embeds=tokens, attention_mask=mask4d).last_hidden_state
         return self.model.post_layernorm(hidden)
+
+    @property
+    def final_norm(self):
+        return self.model.post_layernorm
 
     @torch.no_grad()
     def default_cls(self) -> torch.Tensor | None:

@@ -63,8 +63,12 @@ class ViTAdapter(_ViTLikeAdapter):
         tokens = self.model.embeddings(self._pixels(inputs), interpolate_pos_encoding=True)
         return tokens[:, 1:], None
 
-    def encode(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        return self.run_layers(self.model.layers, self.model.layernorm, tokens, mask)
+    def encode(self, tokens: torch.Tensor, mask: torch.Tensor | None, private: int = 0) -> torch.Tensor:
+        return self.run_layers(self.model.layers, self.model.layernorm, tokens, mask, private)
+
+    @property
+    def final_norm(self):
+        return self.model.layernorm
 
 
 @register_adapter
@@ -83,7 +87,11 @@ class Dinov2Adapter(_ViTLikeAdapter):
         tokens = self.model.embeddings(self._pixels(inputs))
         return tokens[:, 1:], None
 
-    def encode(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        mask4d = attention_mask_4d(self.config, tokens, mask)
+    def encode(self, tokens: torch.Tensor, mask: torch.Tensor | None, private: int = 0) -> torch.Tensor:
+        mask4d = attention_mask_4d(self.config, tokens, mask, private)
         hidden = self.model.encoder(tokens, attention_mask=mask4d).last_hidden_state
         return self.model.layernorm(hidden)
+
+    @property
+    def final_norm(self):
+        return self.model.layernorm

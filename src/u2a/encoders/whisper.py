@@ -88,9 +88,9 @@ class WhisperAdapter(EncoderAdapter):
         h = nn.functional.dropout(h, p=enc.dropout, training=enc.training)
         return h, None
 
-    def encode(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def encode(self, tokens: torch.Tensor, mask: torch.Tensor | None, private: int = 0) -> torch.Tensor:
         enc = self.model
-        mask4d = attention_mask_4d(self.config, tokens, mask)
+        mask4d = attention_mask_4d(self.config, tokens, mask, private)
         hidden = tokens
         for layer in enc.layers:
             # LayerDrop, as the stock forward does (off unless encoder_layerdrop > 0 in training)
@@ -98,6 +98,10 @@ class WhisperAdapter(EncoderAdapter):
                 continue
             hidden = layer(hidden, mask4d)
         return enc.layer_norm(hidden)
+
+    @property
+    def final_norm(self):
+        return self.model.layer_norm
 
     def default_cls(self) -> torch.Tensor | None:
         return None

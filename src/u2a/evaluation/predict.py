@@ -81,3 +81,111 @@ def check_counted_once(result: dict[str, Any], dataset) -> None:
     if got != n or len(set(result["ids"])) != got:
         raise DataError(f"evaluation counted {got} predictions ({len(set(result['ids']))} distinct ids) "
                         f"for {n} samples; sample ids must be unique")
+
+
+# ---- several availability scenarios from one encoding pass -------------------------------------
+
+def only_modality(j: int):
+    """Availability function of the scenario "modality j alone": every sample keeps only modality
+    j; a sample without it keeps what it has (no sample loses every modality)."""
+
+    def fn(present: torch.Tensor) -> torch.Tensor:
+        avail = torch.zeros_like(present)
+        avail[:, j] = present[:, j]
+        empty = ~avail.any(dim=1)
+        avail[empty] = present[empty]
+        return avail
+
+    return fn
+
+
+def validation_scenarios(modalities, select_on: str = "complete") -> dict[str, Any]:
+    """The per-batch scenarios of validation: always complete, plus each modality alone when the
+    selection uses them (``select_on`` missing or all)."""
+    out: dict[str, Any] = {"complete": lambda present: present}
+    if select_on in ("missing", "all"):
+        for j, m in enumerate(modalities):
+            out[f"{m} only"] = only_modality(j)
+    return out
+
+
+@torch.no_grad()
+def predict_scenarios(model: torch.nn.Module, loader, accelerator=None, scenarios: dict[str, Any] | None = None,
+                      diagnostics: bool = False) -> dict[str, Any]:
+    """Like :func:`predict`, but every batch is encoded once (``model.encode``) and predicted under
+    each availability scenario (``model.select``): ``{"ids", "labels", "present",
+    "logits": {scenario: (N, C)}, "sums": {name: tensor}}``. ``sums`` (with ``diagnostics``) are
+    the model's additive estimate statistics (``estimate_sums``), summed over processes."""
+    scenarios = scenarios or {"complete": lambda present: present}
+    inner = accelerator.unwrap_model(model) if accelerator is not None else model
+    was_training = inner.training
+    inner.eval()
+    ids: list[str] = []
+    labels, present = [], []
+    logits: dict[str, list[torch.Tensor]] = {k: [] for k in scenarios}
+    sums: dict[str, torch.Tensor] = {}
+    autocast = accelerator.autocast if accelerator is not None else _null
+    try:
+        for batch in loader:
+            with autocast():
+                feats = inner.encode(batch["inputs"], batch["present"], ids=batch["ids"])
+                pr = feats.present
+                outs = {k: inner.select(feats, fn(pr)).logits.float() for k, fn in scenarios.items()}
+            if diagnostics and hasattr(inner, "estimate_sums"):
+                for k, v in inner.estimate_sums(feats).items():
+                    sums[k] = sums[k] + v.cpu() if k in sums else v.cpu()
+            lb = batch.get("labels")
+            bid = list(batch["ids"])
+            names = list(outs)
+            if accelerator is not None:
+                parts = [outs[k].contiguous() for k in names] + [pr.contiguous()]
+                if lb is not None:
+                    parts.append(lb.contiguous())
+                gathered = accelerator.gather_for_metrics(tuple(parts))
+                outs = dict(zip(names, gathered[: len(names)]))
+                pr = gathered[len(names)]
+                lb = gathered[len(names) + 1] if lb is not None else None
+                bid = accelerator.gather_for_metrics(bid, use_gather_object=True)
+            ids.extend(str(i) for i in bid)
+            for k in names:
+                logits[k].append(outs[k].cpu())
+            if lb is not None:
+                labels.append(lb.cpu())
+            present.append(pr.cpu())
+    finally:
+        inner.train(was_training)
+    if accelerator is not None and accelerator.num_processes > 1 and sums:
+        keys = sorted(sums)
+        flat = torch.cat([sums[k].double().flatten() for k in keys]).to(accelerator.device)
+        flat = accelerator.reduce(flat, reduction="sum").cpu()
+        out, i = {}, 0
+        for k in keys:
+            n = sums[k].numel()
+            out[k] = flat[i:i + n].view_as(sums[k])
+            i += n
+        sums = out
+    result = {
+        "ids": ids,
+        "logits": {k: torch.cat(v) if v else torch.empty(0, 0) for k, v in logits.items()},
+        "labels": torch.cat(labels) if labels and len(labels) == len(present) else None,
+        "present": torch.cat(present) if present else torch.empty(0, 0),
+        "sums": sums,
+    }
+    if len(set(ids)) != len(ids):
+        seen: set[str] = set()
+        keep = [i for i, sid in enumerate(ids) if not (sid in seen or seen.add(sid))]
+        idx = torch.tensor(keep, dtype=torch.long)
+        result["ids"] = [ids[i] for i in keep]
+        result["logits"] = {k: v[idx] for k, v in result["logits"].items()}
+        result["present"] = result["present"][idx]
+        if result["labels"] is not None:
+            result["labels"] = result["labels"][idx]
+    return result
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

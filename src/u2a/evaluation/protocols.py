@@ -27,7 +27,6 @@ import torch
 from u2a.data.missing import MissingSpec, build_tables
 from u2a.errors import ConfigError
 from u2a.evaluation.scenarios import EncodedSplit, Scenario, run_scenarios, scenario_available
-from u2a.model import Features, U2AModel
 
 PROTOCOLS = ("complete", "missing", "absent", "sweep", "all")
 SWEEP = (0, 10, 30, 50, 70, 90, 100)
@@ -196,7 +195,7 @@ def availability(
 
 
 def run_protocol(
-    model: U2AModel,
+    model: Any,
     encoded: EncodedSplit,
     scenarios: Sequence[Scenario],
     pair: Sequence[str],
@@ -221,27 +220,34 @@ def class_members(labels: torch.Tensor, num_classes: int, task: str) -> torch.Te
 
 
 def mask_token_mse(
-    features: Features,
+    features: Any,
     labels: torch.Tensor,
     modalities: Sequence[str],
     classes: Sequence[str],
     task: str = "multiclass",
 ) -> dict[str, dict[str, Any]]:
-    """Per direction ``s->t``: the MSE between the mask-token estimate MT(s->t) and the real CLS(t)
-    on the samples that have both s and t; per class the mean over its samples of the per-sample
-    MSE (mean over feature dimensions). Empty for a model without mask tokens."""
+    """Per direction ``s->t``: the MSE between the mask-token estimate of CLS(t) from MT(s->t) and
+    the real CLS(t), in the space the model aligns them in, on the samples that have both s and t;
+    per class the mean over its samples of the per-sample MSE (mean over feature dimensions); and
+    ``constant``: the MSE of the best constant on the same samples (their mean CLS(t)). Empty for
+    models without mask-token estimates (the ablation, MLA, UME-MMA)."""
     out: dict[str, dict[str, Any]] = {}
+    preds = getattr(features, "align_pred", None) or {}
+    targets = getattr(features, "align_target", None) or {}
     members = class_members(labels, len(classes), task)
     present = features.present.bool()
-    for (s, t), est in features.mt.items():
+    for (s, t), est in preds.items():
         si, ti = list(modalities).index(s), list(modalities).index(t)
         rows = present[:, si] & present[:, ti]
-        err = ((est.float() - features.cls[t].float()) ** 2).mean(dim=1)
+        y = targets[t].float()
+        err = ((est.float() - y) ** 2).mean(dim=1)
+        const = float(((y[rows] - y[rows].mean(0)) ** 2).mean()) if rows.any() else None
         per_class = {}
         for c, name in enumerate(classes):
             sel = rows & members[:, c]
             n = int(sel.sum())
             per_class[name] = {"mse": float(err[sel].mean()) if n else None, "n": n}
         n_all = int(rows.sum())
-        out[f"{s}->{t}"] = {"mean": float(err[rows].mean()) if n_all else None, "n": n_all, "per_class": per_class}
+        out[f"{s}->{t}"] = {"mean": float(err[rows].mean()) if n_all else None, "constant": const, "n": n_all,
+                            "per_class": per_class}
     return out

@@ -17,7 +17,6 @@ from tqdm.auto import tqdm
 from u2a.data.missing import MissingSpec, build_tables
 from u2a.data.processing import move_batch
 from u2a.evaluation.metrics import compute_metrics
-from u2a.model import Features, U2AModel
 
 
 @dataclass(frozen=True)
@@ -49,36 +48,40 @@ def standard_scenarios(pair: Sequence[str], sweep_modality: str | None = None, s
 
 @dataclass
 class EncodedSplit:
-    features: Features
+    #: the model's :class:`~u2a.methods.base.BatchFeatures` of every sample of the split
+    features: Any
     labels: torch.Tensor
     ids: list[str]
 
 
 @torch.no_grad()
 def encode_split(
-    model: U2AModel,
+    model: Any,
     dataset: Dataset,
     collate: Callable,
     batch_size: int = 32,
     device: str | torch.device = "cpu",
     desc: str = "encode",
     progress: bool = True,
+    autocast_dtype: torch.dtype | None = None,
 ) -> EncodedSplit:
+    """Encode a split once (``model.encode``, every modality each sample has); features on CPU.
+    ``autocast_dtype`` (e.g. ``torch.bfloat16``): run the encoders under autocast."""
+    import contextlib
+
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
-    parts: list[Features] = []
+    parts = []
     labels, ids = [], []
+    dev_type = torch.device(device).type
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
         batch = move_batch(batch, device)
-        parts.append(model.encode(batch["inputs"], batch["present"], ids=batch["ids"]))
+        ctx = torch.autocast(dev_type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+        with ctx:
+            parts.append(model.encode(batch["inputs"], batch["present"], ids=batch["ids"]).to("cpu"))
         labels.append(batch["labels"].cpu())
         ids.extend(batch["ids"])
-    feats = Features(
-        cls={m: torch.cat([p.cls[m] for p in parts]).cpu() for m in model.modalities},
-        mt={k: torch.cat([p.mt[k] for p in parts]).cpu() for k in parts[0].mt},
-        present=torch.cat([p.present for p in parts]).cpu(),
-        placeholder_cls={m: v.cpu() for m, v in parts[0].placeholder_cls.items()},
-    )
+    feats = type(parts[0]).concat(parts)
     return EncodedSplit(feats, torch.cat(labels), ids)
 
 
@@ -99,7 +102,7 @@ def scenario_available(sc: Scenario, present: torch.Tensor, modalities: Sequence
 
 @torch.no_grad()
 def run_scenarios(
-    model: U2AModel,
+    model: Any,
     encoded: EncodedSplit,
     scenarios: Sequence[Scenario],
     pair: Sequence[str],
@@ -113,14 +116,9 @@ def run_scenarios(
     if availability is None:
         def availability(sc: Scenario, present: torch.Tensor) -> torch.Tensor:
             return scenario_available(sc, present, model.modalities, pair, seed)
-    head_dev = model.head.weight.device
+    head_dev = model.device
     feats = encoded.features
-    feats_dev = Features(
-        cls={k: v.to(head_dev) for k, v in feats.cls.items()},
-        mt={k: v.to(head_dev) for k, v in feats.mt.items()},
-        present=feats.present.to(head_dev),
-        placeholder_cls={k: v.to(head_dev) for k, v in feats.placeholder_cls.items()},
-    )
+    feats_dev = feats.to(head_dev)
     results: dict[str, dict[str, Any]] = {}
     for sc in scenarios:
         avail = availability(sc, feats.present)

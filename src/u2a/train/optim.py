@@ -12,12 +12,22 @@ from torch.optim.lr_scheduler import LambdaLR
 from u2a.config import TrainConfig
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.AdamW:
-    trainable = [p for p in params if p.requires_grad]
-    if not trainable:
+def build_optimizer(params: Iterable[torch.nn.Parameter] | list[dict], cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over trainable parameters, or over parameter groups (dicts with ``params`` and their
+    own ``lr``; a method's :meth:`~u2a.methods.base.Method.param_groups`)."""
+    items = list(params)
+    if items and isinstance(items[0], dict):
+        groups = []
+        for g in items:
+            ps = [p for p in g["params"] if p.requires_grad]
+            if ps:
+                groups.append({**g, "params": ps})
+    else:
+        groups = [{"params": [p for p in items if p.requires_grad]}]
+    if not any(g["params"] for g in groups):
         raise ValueError("the model has no trainable parameters")
     return torch.optim.AdamW(
-        trainable, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay,
+        groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay,
         foreach=False,  # the same kernel order on every run and device count
     )
 

@@ -1,10 +1,13 @@
 """The training loop (paper, Section 4.2) on top of :mod:`accelerate`.
 
-One process or many (``accelerate launch`` / ``torchrun``; CPU -> gloo, GPU -> NCCL): seeded
-shuffling per epoch, modality dropout on complete samples, ``u2a_loss``, gradient accumulation and
-clipping, validation with distributed-correct metrics (each sample counted once), best-epoch
+The Trainer is the shell every method shares (:mod:`u2a.methods`): one process or many
+(``accelerate launch`` / ``torchrun``; CPU -> gloo, GPU -> NCCL), seeded shuffling per epoch,
+gradient accumulation and clipping, mixed precision, validation with distributed-correct metrics
+(each sample counted once; scenarios with modalities missing from one encoding pass), best-epoch
 selection on validation only, atomic checkpoints with exact resume (mid-epoch too), JSON Lines /
-TensorBoard logs and a final ``summary.json``. Files are written by the main process only.
+TensorBoard logs of the method's named losses and a final ``summary.json``. What a training step
+does is the method's (:meth:`u2a.methods.base.Method.train_step`). Files are written by the main
+process only.
 """
 
 from __future__ import annotations
@@ -23,12 +26,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from u2a.config import RunConfig
-from u2a.errors import DataError, ModelError
+from u2a.errors import ConfigError, DataError, ModelError
 from u2a.evaluation.metrics import compute_metrics, is_better, scalar_metrics
-from u2a.evaluation.predict import check_counted_once, predict
+from u2a.evaluation.predict import check_counted_once, predict_scenarios, validation_scenarios
 from u2a.io import atomic_dir, atomic_write_json
-from u2a.losses import u2a_loss
-from u2a.model.dropout import sample_modality_dropout
+from u2a.methods import method_of
+from u2a.methods.base import StepContext
 from u2a.train import checkpoint as ckpt_lib
 from u2a.train.optim import build_optimizer, build_scheduler, schedule_lengths
 
@@ -92,6 +95,9 @@ def make_accelerator(cfg: RunConfig):
     handlers: list[Any] = [DistributedDataParallelKwargs(find_unused_parameters=True)]
     multi = int(os.environ.get("WORLD_SIZE", "1")) > 1
     cpu = multi and not torch.cuda.is_available()
+    if cfg.train.mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise ConfigError("train.mixed_precision: fp16 needs a GPU (CPU autocast has no fp16 loss scaling); "
+                          "use bf16 on CPU")
     if cpu:
         handlers.append(InitProcessGroupKwargs(backend="gloo"))
     return Accelerator(mixed_precision=cfg.train.mixed_precision, kwargs_handlers=handlers,
@@ -99,7 +105,7 @@ def make_accelerator(cfg: RunConfig):
 
 
 class Trainer:
-    """Train a :class:`~u2a.model.U2AModel` on ``datasets["train"]``, select on ``datasets["val"]``.
+    """Train a method's model (``cfg.model.method``) on ``datasets["train"]``, select on ``datasets["val"]``.
 
     ``collate_fn`` turns a list of dataset items into a batch (``ids``, ``inputs``, ``present``,
     ``labels``), e.g. :func:`u2a.data.processing.build_collator`. ``eval_collate_fn`` (default:
@@ -130,6 +136,14 @@ class Trainer:
         self.datasets = {k: v for k, v in datasets.items() if v is not None and len(v) > 0}
         self.modalities = list(cfg.model.modality_names)
         tc = self.tc
+        self.method = method_of(cfg.model)
+        self.method.check_run(cfg)
+        self.prepare_lines: list[str] = []
+        # before the optimizer exists: statistics the method needs (deterministic, also on resume)
+        with torch.no_grad(), self.accelerator.autocast():
+            model.to(self.accelerator.device)
+            self.prepared = self.method.prepare(model, self.datasets["train"], eval_collate_fn or collate_fn, cfg,
+                                                self._say) or {}
 
         self.sampler = EpochShuffleSampler(len(self.datasets["train"]), tc.seed)
         self.loader_generator = torch.Generator()
@@ -143,7 +157,7 @@ class Trainer:
                               collate_fn=eval_collate, **common)
             for split in ("val", "test") if split in self.datasets
         }
-        optimizer = build_optimizer(model.parameters(), tc)
+        optimizer = build_optimizer(self.method.param_groups(model, cfg), tc)
         prepared = acc.prepare(model, optimizer, train_loader, *eval_loaders.values())
         self.model, self.optimizer, self.train_loader = prepared[:3]
         self.eval_loaders = dict(zip(eval_loaders, prepared[3:]))
@@ -161,8 +175,10 @@ class Trainer:
         self.best_val: dict[str, Any] | None = None
         self.epoch_loss_sum = 0.0
         self.epoch_loss_count = 0
-        self.log_window = [0.0, 0.0, 0.0]  # sums of (loss, task, align) since the last step log
+        self.epoch_sums: dict[str, float] = {}  # this process's sums of every named loss this epoch
+        self.log_window: dict[str, float] = {}  # sums of the named losses since the last step log
         self.log_window_n = 0
+        self.val_scenarios = validation_scenarios(self.modalities, tc.select_on)
         self.resumed_from: str | None = None
         self._tb = None
 
@@ -200,13 +216,39 @@ class Trainer:
     def _lr(self) -> float:
         return float(self.scheduler.get_last_lr()[0])
 
+    def _say(self, line: str) -> None:
+        self.prepare_lines.append(line)
+        if self.is_main:
+            import sys
+
+            print(f"u2a: {line}", file=sys.stderr)
+
     # ---- evaluation ---------------------------------------------------------------------
-    def evaluate(self, split: str = "val") -> dict[str, Any]:
-        """Metrics on a split, over all processes, each sample counted exactly once."""
-        result = predict(self.model, self.eval_loaders[split], self.accelerator)
+    def evaluate(self, split: str = "val", scenarios: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Metrics on a split, over all processes, each sample counted exactly once: complete, and
+        (``train.select_on`` missing/all) each modality alone, from one encoding pass; the
+        selection value; and the method's estimate diagnostics (U2A: mask-token MSE next to the
+        MSE of the constant mean)."""
+        scenarios = scenarios or self.val_scenarios
+        result = predict_scenarios(self.model, self.eval_loaders[split], self.accelerator, scenarios, diagnostics=True)
         check_counted_once(result, self.datasets[split])
-        metrics = compute_metrics(result["logits"], result["labels"], self.cfg.model.task, self.cfg.model.classes)
+        task, classes = self.cfg.model.task, self.cfg.model.classes
+        metrics = compute_metrics(result["logits"]["complete"], result["labels"], task, classes)
         metrics["n_distinct"] = len(set(result["ids"]))
+        sel = self.tc.select_metric
+        if len(scenarios) > 1:
+            metrics["scenarios"] = {
+                k: scalar_metrics(compute_metrics(v, result["labels"], task, classes, per_class=False))
+                for k, v in result["logits"].items() if k != "complete"
+            }
+            pick = [k for k in scenarios if k != "complete"] if self.tc.select_on == "missing" else list(scenarios)
+            vals = [metrics[sel] if k == "complete" else metrics["scenarios"][k][sel] for k in pick]
+            metrics["select_value"] = float(np.mean(vals))
+        else:
+            metrics["select_value"] = metrics.get(sel)
+        inner = self.unwrapped
+        if result["sums"] and hasattr(inner, "estimate_errors"):
+            metrics["estimates"] = inner.estimate_errors(result["sums"])
         return metrics
 
     # ---- checkpoints --------------------------------------------------------------------
@@ -227,6 +269,7 @@ class Trainer:
             "epoch_loss_count": self.epoch_loss_count,
             "log_window": self.log_window,
             "log_window_n": self.log_window_n,
+            "method": self.cfg.model.method,
             "metrics_bytes": size,
             "time": time.time(),
         }
@@ -238,14 +281,15 @@ class Trainer:
 
         rng = ckpt_lib.collect_rng_state()
         # this process's own running sums (the other processes have their own)
-        rng["local"] = {"epoch_loss_sum": self.epoch_loss_sum, "epoch_loss_count": self.epoch_loss_count}
+        rng["local"] = {"epoch_loss_sum": self.epoch_loss_sum, "epoch_loss_count": self.epoch_loss_count,
+                        "epoch_sums": self.epoch_sums}
         rngs = gather_object([rng]) if acc.num_processes > 1 else [rng]
         number = self.epoch if kind == "epoch" else self.global_step
         folder = self.run_dir / ckpt_lib.CKPT_DIR / ckpt_lib.checkpoint_name(kind, number)
         if self.is_main:
             ckpt_lib.save_checkpoint(
                 folder,
-                trainable=self.unwrapped.trainable_state_dict(),
+                trainable=self.unwrapped.saved_state_dict(),
                 optimizer_state=self.optimizer.state_dict(),
                 scheduler_state=self.scheduler.state_dict(),
                 rng_states=rngs,
@@ -296,7 +340,10 @@ class Trainer:
         self.best_val = st.get("best_val")
         self.epoch_loss_sum = float(st.get("epoch_loss_sum", 0.0))
         self.epoch_loss_count = int(st.get("epoch_loss_count", 0))
-        self.log_window = [float(v) for v in st.get("log_window", [0.0, 0.0, 0.0])]
+        window = st.get("log_window") or {}
+        if isinstance(window, list):  # checkpoints of u2a 0.1: (loss, task, align)
+            window = dict(zip(("loss", "task", "align"), window))
+        self.log_window = {k: float(v) for k, v in window.items()}
         self.log_window_n = int(st.get("log_window_n", 0))
         if self.is_main and self.metrics_path.exists():
             # drop log lines written after the checkpoint (they will be written again)
@@ -307,6 +354,7 @@ class Trainer:
             local = ck.rng_states[rank].get("local", {})
             self.epoch_loss_sum = float(local.get("epoch_loss_sum", self.epoch_loss_sum))
             self.epoch_loss_count = int(local.get("epoch_loss_count", self.epoch_loss_count))
+            self.epoch_sums = {k: float(v) for k, v in (local.get("epoch_sums") or {}).items()}
             ckpt_lib.restore_rng_state(ck.rng_states[rank])
         else:
             log.warning("checkpoint %s has no RNG state for process %d; continuing with fresh RNG", path, rank)
@@ -321,18 +369,26 @@ class Trainer:
         self.accelerator.wait_for_everyone()
 
     # ---- the loop -----------------------------------------------------------------------
-    def _train_step(self, batch: dict[str, Any], epoch: int, i: int, group: int) -> torch.Tensor:
+    def _optimizer_step(self) -> None:
+        if self.tc.grad_clip is not None:
+            self.accelerator.clip_grad_norm_(self._params, self.tc.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _train_step(self, batch: dict[str, Any], epoch: int, i: int, group: int) -> dict[str, torch.Tensor]:
         tc = self.tc
-        present = batch["present"]
-        drop = None
-        if tc.modality_dropout.enabled:
-            g = torch.Generator()
-            g.manual_seed(_step_seed(tc.seed, epoch, i, self.accelerator.process_index))
-            drop = sample_modality_dropout(present.cpu(), g, tc.modality_dropout.keep_prob).to(present.device)
-        out = self.model(batch["inputs"], present, drop=drop, ids=batch["ids"])
-        loss = u2a_loss(out, batch["labels"], self.modalities, self.cfg.model.task, self.cfg.model.align_weight)
-        self.accelerator.backward(loss.total / group)
-        return torch.stack([loss.total.detach().float(), loss.task.detach().float(), loss.align.detach().float()])
+        g = torch.Generator()
+        g.manual_seed(_step_seed(tc.seed, epoch, i, self.accelerator.process_index))
+        ctx = StepContext(
+            model=self.model, unwrapped=self.unwrapped, accelerator=self.accelerator, cfg=self.cfg, epoch=epoch,
+            batch_index=i, group=group, generator=g,
+            progress=self.global_step / max(self.total_steps, 1),
+            optimizer_step_fn=self._optimizer_step if self.method.steps_optimizer else None,
+        )
+        losses = self.method.train_step(ctx, batch)
+        if "loss" not in losses:
+            raise ModelError(f"method {self.method.name!r}: train_step must return a 'loss' entry")
+        return {k: v.detach().float().reshape(()) for k, v in losses.items()}
 
     def train(self, resume: bool | str | Path = False) -> dict[str, Any]:
         """Train; ``resume=True`` continues from this run's newest checkpoint (or a given one)."""
@@ -349,13 +405,16 @@ class Trainer:
                 self.load_checkpoint(resume)
             elif self.resume() is None and self.is_main:
                 log.warning("no checkpoint in %s; starting from scratch", self.run_dir)
-        elif self.is_main and self.metrics_path.exists():
+        if not self.resumed_from and self.is_main and self.metrics_path.exists():
             self.metrics_path.unlink()
         self._open_tensorboard(self.global_step if self.resumed_from else None)
+        if not self.resumed_from and self.prepared:
+            self._log({"type": "prepare", "method": self.cfg.model.method, "global_step": 0, **self.prepared})
 
         n_batches = self.batches_per_epoch
         ga = tc.grad_accum
         params = [p for p in self.model.parameters() if p.requires_grad]
+        self._params = params
         t0 = time.time()
         samples_seen = 0
         stop = tc.max_steps is not None and self.global_step >= tc.max_steps
@@ -365,16 +424,17 @@ class Trainer:
 
         while self.epoch < tc.epochs and not stop:
             epoch = self.epoch
+            self.method.on_epoch_start(self.unwrapped, epoch, self.cfg)
             self.sampler.use_epoch(epoch)
             self.loader_generator.manual_seed(tc.seed + epoch)
             skip = self.step_in_epoch
             if skip == 0:
-                self.epoch_loss_sum, self.epoch_loss_count = 0.0, 0
+                self.epoch_loss_sum, self.epoch_loss_count, self.epoch_sums = 0.0, 0, {}
             loader = acc.skip_first_batches(self.train_loader, skip) if skip else self.train_loader
             self.model.train()
             bar = tqdm(total=n_batches, initial=skip, desc=f"epoch {epoch + 1}/{tc.epochs}", dynamic_ncols=True,
                        disable=not (self.is_main and tc.progress), leave=False)
-            step_losses = torch.zeros(3)
+            step_losses: dict[str, torch.Tensor] = {}
             step_n = 0
             t_window = time.time()
             window_samples = 0
@@ -386,11 +446,13 @@ class Trainer:
                 ctx = contextlib.nullcontext() if sync or acc.num_processes == 1 else acc.no_sync(self.model)
                 with ctx:
                     losses = self._train_step(batch, epoch, i, group)
-                losses_cpu = losses.cpu()
-                step_losses += losses_cpu
+                for k, v in losses.items():
+                    step_losses[k] = step_losses.get(k, 0.0) + v.cpu()
                 step_n += 1
-                self.epoch_loss_sum += float(losses_cpu[0])
+                self.epoch_loss_sum += float(losses["loss"])
                 self.epoch_loss_count += 1
+                for k, v in losses.items():
+                    self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + float(v)
                 n = len(batch["ids"]) * acc.num_processes
                 samples_seen += n
                 window_samples += n
@@ -398,27 +460,29 @@ class Trainer:
                 bar.update(1)
                 if not sync:
                     continue
-                if tc.grad_clip is not None:
-                    acc.clip_grad_norm_(params, tc.grad_clip)
                 lr = self._lr()
-                self.optimizer.step()
+                if not self.method.steps_optimizer:
+                    self._optimizer_step()
                 self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
                 self.global_step += 1
-                # the step's loss over all processes; the log window is part of the checkpoint state
-                step_mean = acc.reduce((step_losses / step_n).to(acc.device), reduction="mean").cpu()
-                step_losses.zero_()
+                # the step's losses over all processes; the log window is part of the checkpoint state
+                keys = sorted(step_losses)
+                vec = torch.stack([torch.as_tensor(step_losses[k], dtype=torch.float32) for k in keys]) / step_n
+                step_mean = acc.reduce(vec.to(acc.device), reduction="mean").cpu()
+                step_losses = {}
                 step_n = 0
-                self.log_window = [a + float(b) for a, b in zip(self.log_window, step_mean)]
+                for k, v in zip(keys, step_mean.tolist()):
+                    self.log_window[k] = self.log_window.get(k, 0.0) + v
                 self.log_window_n += 1
                 if self.global_step % tc.log_every_steps == 0:
-                    mean = [v / max(self.log_window_n, 1) for v in self.log_window]
+                    mean = {k: v / max(self.log_window_n, 1) for k, v in self.log_window.items()}
                     rate = window_samples / max(time.time() - t_window, 1e-9)
                     self._log({"type": "step", "epoch": epoch + 1, "global_step": self.global_step,
-                               "loss": mean[0], "task_loss": mean[1], "align_loss": mean[2],
+                               **{("loss" if k == "loss" else f"{k}_loss" if "/" not in k else k): v
+                                  for k, v in mean.items()},
                                "lr": lr, "samples_per_s": rate})
-                    bar.set_postfix(loss=f"{mean[0]:.4f}", samples_s=f"{rate:.1f}")
-                    self.log_window, self.log_window_n = [0.0, 0.0, 0.0], 0
+                    bar.set_postfix(loss=f"{mean['loss']:.4f}", samples_s=f"{rate:.1f}")
+                    self.log_window, self.log_window_n = {}, 0
                     window_samples, t_window = 0, time.time()
                 if tc.max_steps is not None and self.global_step >= tc.max_steps:
                     stop = True
@@ -437,14 +501,21 @@ class Trainer:
         totals = acc.reduce(torch.tensor([self.epoch_loss_sum, float(self.epoch_loss_count)], device=acc.device),
                             reduction="sum").cpu()
         train_loss = float(totals[0] / totals[1]) if totals[1] > 0 else float("nan")
+        keys = sorted(self.epoch_sums)
+        per_name = {}
+        if keys:
+            sums = acc.reduce(torch.tensor([self.epoch_sums[k] for k in keys], device=acc.device, dtype=torch.float64),
+                              reduction="sum").cpu()
+            per_name = {k: float(v / totals[1]) for k, v in zip(keys, sums)} if totals[1] > 0 else {}
         record: dict[str, Any] = {"type": "epoch", "epoch": epoch + 1, "global_step": self.global_step,
-                                  "train_loss": train_loss, "lr": self._lr()}
+                                  "train_loss": train_loss, "train_losses": per_name, "lr": self._lr()}
         self.epoch = epoch + 1
         self.step_in_epoch = 0
-        if "val" in self.eval_loaders and ((epoch + 1) % tc.eval_every_epochs == 0 or last):
+        selectable = self.method.selectable(epoch + 1, self.cfg)
+        if "val" in self.eval_loaders and selectable and ((epoch + 1) % tc.eval_every_epochs == 0 or last):
             val = self.evaluate("val")
             record["val"] = val
-            value = val.get(tc.select_metric)
+            value = val.get("select_value")
             if value is None:
                 raise ModelError(f"train.select_metric {tc.select_metric!r} is not a metric of this task")
             if is_better(value, self.best_metric, tc.select_metric):
@@ -453,7 +524,7 @@ class Trainer:
                 self._save_best()
             record["best_epoch"] = self.best_epoch
             record["best_metric"] = self.best_metric
-        elif "val" not in self.eval_loaders:
+        elif "val" not in self.eval_loaders and selectable:
             # no validation split: the last epoch is the one kept
             self.best_epoch, self.best_metric, self.best_val = epoch + 1, None, None
             self._save_best()
@@ -466,11 +537,16 @@ class Trainer:
 
     def _finish(self, elapsed: float, samples_seen: int) -> dict[str, Any]:
         acc = self.accelerator
+        total, learnable = self.unwrapped.count_parameters()
         summary: dict[str, Any] = {
             "run_dir": str(self.run_dir),
+            "method": self.cfg.model.method,
+            "method_label": self.method.display_name(self.cfg.model),
+            "parameters": {"total": total, "learnable": learnable},
             "epochs": self.epoch,
             "global_steps": self.global_step,
             "select_metric": self.tc.select_metric,
+            "select_on": self.tc.select_on,
             "best_epoch": self.best_epoch,
             "best_metric": self.best_metric,
             "best_val": self.best_val,
@@ -480,12 +556,15 @@ class Trainer:
             "train_samples": samples_seen,
             "samples_per_s": samples_seen / elapsed if elapsed > 0 else None,
             "resumed_from": self.resumed_from,
+            "mixed_precision": self.tc.mixed_precision,
         }
+        if self.prepared:
+            summary["prepare"] = self.prepared
         if "test" in self.eval_loaders and (self.run_dir / BEST_DIR).is_dir():
             # the test split is scored once, with the model selected on validation
             acc.wait_for_everyone()
             self.unwrapped.load_trainable(self.run_dir / BEST_DIR / "adapter.safetensors")
-            test = self.evaluate("test")
+            test = self.evaluate("test", {"complete": lambda present: present})
             summary["test"] = scalar_metrics(test)
             self._log({"type": "test", "epoch": self.best_epoch, "global_step": self.global_step, "test": test})
         if self.is_main:

@@ -1,0 +1,120 @@
+"""The U2A method's config (``model.u2a`` in a run config).
+
+How a missing modality's slot is filled is chosen by ``estimator`` (a preset) and five switches
+that override the preset one by one, so that an ablation can turn each component on or off:
+
+``output``
+    ``source`` (the paper, eq. 4): the mask token's output as the source encoder gives it, i.e. on
+    the affine manifold of the *source* encoder's final LayerNorm. ``target_norm``: a
+    parameter-free LayerNorm of that output, then the *target* encoder's frozen final-norm scale
+    and shift (the output lives where the target's CLS outputs live). ``residual``:
+    ``mean_t + std_t * a * LN(h_MT)`` with ``mean_t`` the target's mean CLS over training samples
+    (a learnable anchor that starts there), ``std_t`` its spread per dimension (a running average
+    over the training batches; stored with the model) and ``a`` a learnable per-dimension gain
+    that starts at 0, so that at step 0 the estimate *is* the mean placeholder and training moves
+    it only where the loss says it helps.
+``stop_grad_target``
+    no gradient through CLS(t) in the alignment loss (the paper's eq. 6 moves both sides).
+``normalize_align``
+    each alignment direction's MSE divided by its target's variance per dimension (a running
+    average over the training batches, summed over processes): 1.0 is what the constant mean scores.
+    The paper sums raw MSEs; encoders differ ~30x in output spread, so one direction dominates.
+``one_way_attention``
+    mask tokens read every token of their sequence, but no token reads them: the CLS path of an
+    available modality is the same with or without mask tokens.
+``token_lr``
+    the CLS and mask tokens get their own learning rate, ``token_lr x RMS(embedded tokens)`` of their
+    encoder (a relative step per Adam update); ``0`` keeps them at the base learning rate as the
+    paper does.
+
+``estimator: paper`` is the paper's exact method (eq. 4 and eq. 6). ``estimator: anchored`` is
+u2a's default: every component on, chosen on validation (docs/estimators.md has the ablation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from u2a.validation import check
+
+OUTPUTS = ("source", "target_norm", "residual")
+
+
+@dataclass(frozen=True)
+class EstimatorSettings:
+    output: str
+    stop_grad_target: bool
+    normalize_align: bool
+    one_way_attention: bool
+    token_lr: float  # 0: the base learning rate
+
+
+#: the named presets of ``model.u2a.estimator``
+ESTIMATOR_PRESETS: dict[str, EstimatorSettings] = {
+    "paper": EstimatorSettings(output="source", stop_grad_target=False, normalize_align=False,
+                               one_way_attention=False, token_lr=0.0),
+    "anchored": EstimatorSettings(output="residual", stop_grad_target=True, normalize_align=True,
+                                  one_way_attention=True, token_lr=0.01),
+}
+DEFAULT_ESTIMATOR = "anchored"
+
+
+@dataclass
+class ModalityDropoutConfig:
+    """Random modality dropout on complete training samples (paper, end of Section 3)."""
+
+    enabled: bool = True
+    #: probability of keeping every modality; null: uniform over keep-all / drop-one outcomes
+    keep_prob: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        if self.keep_prob is not None:
+            check(0.0 <= self.keep_prob <= 1.0, "model.u2a.modality_dropout.keep_prob",
+                  f"must be in [0, 1], got {self.keep_prob}")
+
+
+@dataclass
+class U2AConfig:
+    """``model.u2a``: mask tokens, their estimator and alignment loss, modality dropout."""
+
+    #: False: the ablation without mask tokens (a missing modality's slot is the CLS output of the
+    #: placeholder input: empty text, zero image/audio)
+    mask_tokens: bool = True
+    #: lambda of the alignment loss (paper: 0.2)
+    align_weight: float = 0.2
+    modality_dropout: ModalityDropoutConfig = field(default_factory=ModalityDropoutConfig)
+    #: preset of the switches below: "paper" (eq. 4/6 exactly) or "anchored" (u2a's default)
+    estimator: str = DEFAULT_ESTIMATOR
+    #: null: the preset's value (see the module docstring for each switch)
+    output: Optional[str] = None
+    stop_grad_target: Optional[bool] = None
+    normalize_align: Optional[bool] = None
+    one_way_attention: Optional[bool] = None
+    token_lr: Optional[float] = None
+    #: training samples encoded before training for the target statistics and the floor check
+    stats_samples: int = 256
+
+    def __post_init__(self) -> None:
+        if isinstance(self.modality_dropout, dict):
+            self.modality_dropout = ModalityDropoutConfig(**self.modality_dropout)
+        check(self.align_weight >= 0, "model.u2a.align_weight", f"must be >= 0, got {self.align_weight}")
+        check(self.estimator in ESTIMATOR_PRESETS, "model.u2a.estimator",
+              f"must be one of {sorted(ESTIMATOR_PRESETS)}, got {self.estimator!r}")
+        if self.output is not None:
+            check(self.output in OUTPUTS, "model.u2a.output", f"must be one of {OUTPUTS} or null, got {self.output!r}")
+        if self.token_lr is not None:
+            check(self.token_lr >= 0, "model.u2a.token_lr", f"must be >= 0 or null, got {self.token_lr}")
+        check(self.stats_samples >= 2, "model.u2a.stats_samples", f"must be >= 2, got {self.stats_samples}")
+
+    def settings(self) -> EstimatorSettings:
+        """The preset with the switches that are set (not null) applied."""
+        base = ESTIMATOR_PRESETS[self.estimator]
+        pick = lambda own, preset: preset if own is None else own  # noqa: E731
+        return EstimatorSettings(
+            output=pick(self.output, base.output),
+            stop_grad_target=bool(pick(self.stop_grad_target, base.stop_grad_target)),
+            normalize_align=bool(pick(self.normalize_align, base.normalize_align)),
+            one_way_attention=bool(pick(self.one_way_attention, base.one_way_attention)),
+            token_lr=float(pick(self.token_lr, base.token_lr)),
+        )

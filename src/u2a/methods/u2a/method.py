@@ -1,0 +1,191 @@
+"""How U2A trains: modality dropout on complete samples, task loss + lambda x alignment, and -
+before training - the target statistics and the check of how close any estimate can get."""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Callable, Mapping
+
+import torch
+
+from u2a.methods import register_method
+from u2a.methods.base import Method, StepContext
+from u2a.methods.u2a.dropout import sample_modality_dropout
+from u2a.methods.u2a.estimators import FloorCheck, reachable_floor
+from u2a.methods.u2a.losses import alignment_scale, u2a_loss
+from u2a.methods.u2a.model import U2AModel
+
+
+def stats_indices(n: int, k: int, seed: int) -> list[int]:
+    """A seeded sample of ``k`` training rows (all of them when there are fewer), in file order."""
+    if n <= k:
+        return list(range(n))
+    return sorted(random.Random(f"u2a-stats-{seed}").sample(range(n), k))
+
+
+@register_method
+class U2AMethod(Method):
+    name = "u2a"
+    label = "U2A"
+    model_class = U2AModel
+
+    def display_name(self, config) -> str:
+        u = config.u2a
+        if not u.mask_tokens:
+            return "U2A (no mask tokens)"
+        return "U2A" if u.estimator == "anchored" and u.settings() == type(u)().settings() else f"U2A ({u.estimator})"
+
+    # ---- before training ----------------------------------------------------------------
+    @torch.no_grad()
+    def collect(self, model: U2AModel, dataset: Any, collate: Callable, indices: list[int],
+                batch_size: int = 32) -> dict[str, Any]:
+        """CLS outputs (alignment space) and the RMS of the embedded tokens per modality, over
+        ``indices`` of ``dataset``, with the model in eval mode."""
+        was = model.training
+        model.eval()
+        dev = model.head.weight.device
+        targets: dict[str, list[torch.Tensor]] = {m: [] for m in model.modalities}
+        sq: dict[str, float] = {m: 0.0 for m in model.modalities}
+        cnt: dict[str, float] = {m: 0.0 for m in model.modalities}
+        from u2a.data.processing import move_batch
+
+        try:
+            for start in range(0, len(indices), batch_size):
+                batch = move_batch(collate([dataset[i] for i in indices[start:start + batch_size]]), dev)
+                feats = model.encode(batch["inputs"], batch["present"], ids=batch["ids"])
+                for j, m in enumerate(model.modalities):
+                    rows = feats.present[:, j]
+                    if rows.any():
+                        targets[m].append(feats.align_target[m][rows].float().cpu())
+                    x = batch["inputs"].get(m)
+                    if x is not None:
+                        sub, _ = model.rows_to_encode(m, x, rows)
+                        if "pixel_values" in sub and sub["pixel_values"].dim() == 5:
+                            sub["pixel_values"] = sub["pixel_values"].flatten(0, 1)
+                        tok, mask = model.encoders[m].embed(sub)
+                        tok = tok.float()
+                        w = torch.ones(tok.shape[:2]) if mask is None else mask.float().cpu()
+                        sq[m] += float(((tok.cpu() ** 2).mean(-1) * w).sum())
+                        cnt[m] += float(w.sum())
+        finally:
+            model.train(was)
+        return {
+            "targets": {m: torch.cat(v) if v else None for m, v in targets.items()},
+            "embed_rms": {m: (sq[m] / cnt[m]) ** 0.5 if cnt[m] else None for m in model.modalities},
+        }
+
+    def floor_checks(self, model: U2AModel, targets: Mapping[str, torch.Tensor | None]) -> list[FloorCheck]:
+        out = []
+        settings = model.settings
+        for s in model.modalities:
+            for t in model.targets_of(s):
+                y = targets.get(t)
+                if y is None or len(y) < 2:
+                    continue
+                const = float(y.var(dim=0, unbiased=False).mean())
+                if settings.output == "source":
+                    if isinstance(model.proj[s], torch.nn.Identity) and model.widths[s] == y.shape[1]:
+                        norm = model.encoders[s].final_norm
+                        floor = float(reachable_floor(norm.weight.detach().float().cpu(),
+                                                      norm.bias.detach().float().cpu(), y).mean())
+                        note = "on the source encoder's final-norm manifold"
+                        if floor >= const:
+                            note += ("; WARNING: no training can bring this estimate below a constant "
+                                     "(try model.u2a.estimator=anchored)")
+                        out.append(FloorCheck(s, t, "source", floor, const, note))
+                    else:
+                        out.append(FloorCheck(s, t, "source", None, const, "learned projection: no fixed floor"))
+                elif settings.output == "target_norm":
+                    out.append(FloorCheck(s, t, "target_norm", 0.0, const,
+                                          "on the target's own final-norm manifold, which holds every real CLS(t)"))
+                else:
+                    out.append(FloorCheck(s, t, "residual", None, const,
+                                          "starts at the constant (gain 0) and can only be trained away from it"))
+        return out
+
+    def prepare(self, model: U2AModel, dataset: Any, collate: Callable, cfg: Any, log: Callable[[str], None]) -> dict[str, Any]:
+        """Target statistics (stored with the model for the residual estimator and the normalised
+        alignment loss), the embedding RMS for the token learning rate, and the floor check."""
+        if not model.has_mask_tokens or dataset is None or len(dataset) == 0:
+            return {}
+        idx = stats_indices(len(dataset), cfg.model.u2a.stats_samples, cfg.train.seed)
+        got = self.collect(model, dataset, collate, idx)
+        targets = got["targets"]
+        if len(model.stats):
+            mean = {t: targets[t].mean(0) for t in model.stats if targets[t] is not None}
+            var = {t: targets[t].var(0, unbiased=False) for t in model.stats if targets[t] is not None}
+            lacking = [t for t in model.stats if t not in mean]
+            if lacking:
+                from u2a.errors import DataError
+
+                raise DataError(f"the training data has no sample with modality {lacking}: cannot estimate it")
+            model.set_target_stats(mean, var)
+        self._embed_rms = got["embed_rms"]
+        checks = self.floor_checks(model, targets)
+        s = model.settings
+        log(f"U2A estimator: output={s.output}, stop_grad_target={s.stop_grad_target}, normalize_align="
+            f"{s.normalize_align}, one_way_attention={s.one_way_attention}, token_lr={s.token_lr:g} "
+            f"(statistics from {len(idx)} training samples)")
+        if checks:
+            log("mask-token estimates, best reachable MSE against the constant (mean CLS):")
+            for c in checks:
+                log(c.line())
+        return {"stats_samples": len(idx), "floor": [c.as_dict() for c in checks],
+                "embed_rms": got["embed_rms"], "settings": s.__dict__}
+
+    def param_groups(self, model: U2AModel, cfg: Any) -> list[dict[str, Any]]:
+        lr = cfg.train.lr
+        rel = model.settings.token_lr if model.has_mask_tokens else 0.0
+        rms = getattr(self, "_embed_rms", None) or {}
+        if rel <= 0 or not rms:
+            return super().param_groups(model, cfg)
+        token_ids = set()
+        groups = []
+        for m in model.modalities:
+            params = [model.cls_tokens[m]] + ([model.mask_tokens[m]] if m in model.mask_tokens else [])
+            token_ids.update(id(p) for p in params)
+            if rms.get(m):
+                groups.append({"params": params, "lr": rel * float(rms[m]), "name": f"tokens/{m}"})
+            else:
+                groups.append({"params": params, "lr": lr, "name": f"tokens/{m}"})
+        rest = [p for p in model.parameters() if p.requires_grad and id(p) not in token_ids]
+        return [{"params": rest, "lr": lr, "name": "main"}] + groups
+
+    # ---- training -----------------------------------------------------------------------
+    @torch.no_grad()
+    def update_running_stats(self, ctx: StepContext, model: U2AModel, feats) -> None:
+        """Running mean and variance of each target's CLS output, from this batch's sums over every
+        process (so one process and several give the same numbers)."""
+        parts, dims = [], []
+        for t in model.stats:
+            ti = model.modalities.index(t)
+            y = feats.align_target[t][feats.present[:, ti]].detach().double()
+            parts += [y.sum(0), (y ** 2).sum(0), y.new_tensor([float(y.shape[0])])]
+            dims.append(y.shape[1])
+        flat = torch.cat(parts)
+        if ctx.accelerator.num_processes > 1:
+            flat = ctx.accelerator.reduce(flat, reduction="sum")
+        i = 0
+        for t, d in zip(model.stats, dims):
+            total, total_sq, n = flat[i:i + d], flat[i + d:i + 2 * d], float(flat[i + 2 * d])
+            model.stats[t].update(total, total_sq, n)
+            i += 2 * d + 1
+
+    def train_step(self, ctx: StepContext, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        ucfg = ctx.cfg.model.u2a
+        present = batch["present"]
+        drop = None
+        if ucfg.modality_dropout.enabled:
+            drop = sample_modality_dropout(present.cpu(), ctx.generator, ucfg.modality_dropout.keep_prob).to(present.device)
+        model = ctx.unwrapped
+        out = ctx.model(batch["inputs"], present, drop=drop, ids=batch["ids"])
+        s = model.settings
+        var = None
+        if len(model.stats) and out.mt:
+            self.update_running_stats(ctx, model, out.features)
+            if s.normalize_align:
+                var = {t: alignment_scale(model.stats[t].run_mean, model.stats[t].run_var) for t in model.stats}
+        losses = u2a_loss(out, batch["labels"], model.modalities, ctx.cfg.model.task, ucfg.align_weight,
+                          stop_grad_target=s.stop_grad_target, target_var=var)
+        ctx.backward(losses["loss"])
+        return losses

@@ -1,0 +1,321 @@
+"""The U2A model (paper, Section 3) for N >= 2 modalities.
+
+Per modality m: a frozen encoder with LoRA, a learnable CLS token and mask tokens MT(m->t), one per
+other modality t, appended to the token sequence (eq. 2: [CLS, tokens, MT...]). Token selection
+(eq. 4, generalised): the slot of modality t is its own CLS output when t is available, else the
+mean of the estimates from MT(s->t) over the available modalities s (with N = 2 exactly the paper).
+The slots are projected to a common width (identity when the encoders agree), summed, and fed to a
+linear head (eq. 5).
+
+How an MT output becomes an estimate is set by ``model.u2a`` (:mod:`u2a.methods.u2a.config`):
+``output: source`` is the paper's (the MT output as it is), ``target_norm`` and ``residual`` map it
+into the target encoder's own space; ``one_way_attention`` keeps the MTs out of the other tokens'
+attention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from u2a.config import ModelConfig
+from u2a.encoders import EncoderAdapter
+from u2a.errors import ModelError
+from u2a.methods.base import BatchFeatures, MethodModel, ModelOutput
+from u2a.methods.u2a.estimators import layer_norm0, pair_key
+
+Pair = tuple[str, str]
+
+
+@dataclass
+class Features(BatchFeatures):
+    """Encoder outputs of a batch, before token selection (rows without a modality are zero)."""
+
+    present: torch.Tensor
+    #: projected CLS output per modality, (B, D)
+    cls: dict[str, torch.Tensor]
+    #: projected estimate of CLS(t) from MT(s->t), per (source, target), (B, D)
+    mt: dict[Pair, torch.Tensor]
+    #: the two sides of the alignment loss (eq. 6): CLS(t) and the estimate, in the space the
+    #: estimator aligns in (the common space for the paper's output, the target's own otherwise)
+    align_target: dict[str, torch.Tensor] = field(default_factory=dict)
+    align_pred: dict[Pair, torch.Tensor] = field(default_factory=dict)
+    #: ablation without mask tokens: CLS output of each modality's placeholder input, (1, D)
+    placeholder_cls: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    shared_fields = ("placeholder_cls",)
+
+
+@dataclass
+class U2AOutput(ModelOutput):
+    #: projected CLS output per modality, (B, D); rows without the modality are zero
+    cls: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: projected MT(s->t) estimate per (source, target), (B, D); rows without the source are zero
+    mt: dict[Pair, torch.Tensor] = field(default_factory=dict)
+    present: torch.Tensor | None = None
+    fused: torch.Tensor | None = None
+    #: per modality, True where its slot was filled by an estimate (mask tokens or placeholder)
+    estimated: torch.Tensor | None = None
+    features: Features | None = None
+
+
+class _TargetStats(nn.Module):
+    """Statistics of one modality's CLS output: ``mean``/``var`` over training samples before
+    training (the residual estimator's anchor and scale), and ``run_mean``/``run_var``, running
+    averages over the training batches (the scale of the normalised alignment loss follows the
+    target as training changes it)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("var", torch.ones(dim))
+        self.register_buffer("run_mean", torch.zeros(dim))
+        self.register_buffer("run_var", torch.ones(dim))
+
+    @torch.no_grad()
+    def update(self, total: torch.Tensor, total_sq: torch.Tensor, n: float, momentum: float = 0.9) -> None:
+        if n < 2:
+            return
+        mean = total / n
+        var = (total_sq / n - mean ** 2).clamp_min(0)
+        self.run_mean.mul_(momentum).add_((1 - momentum) * mean.to(self.run_mean.dtype))
+        self.run_var.mul_(momentum).add_((1 - momentum) * var.to(self.run_var.dtype))
+
+
+class U2AModel(MethodModel):
+    method_name = "u2a"
+
+    def __init__(self, config: ModelConfig, encoders: Mapping[str, EncoderAdapter]):
+        super().__init__(config, encoders)
+        ucfg = config.u2a
+        self.settings = ucfg.settings()
+        widths = {m: self.encoders[m].hidden_size for m in self.modalities}
+        self.widths = widths
+        self.dim = config.common_dim or max(widths.values())
+        self.proj = nn.ModuleDict(
+            {m: nn.Identity() if w == self.dim else nn.Linear(w, self.dim) for m, w in widths.items()}
+        )
+
+        n_mod = len(self.modalities)
+        self.cls_tokens = nn.ParameterDict()
+        self.mask_tokens = nn.ParameterDict()
+        for m in self.modalities:
+            init = self.encoders[m].default_cls()
+            if init is None:
+                init = torch.randn(widths[m]) * 0.02
+            init = init.detach().float().clone()
+            self.cls_tokens[m] = nn.Parameter(init.clone())
+            if ucfg.mask_tokens:
+                # MT(m -> t) for every other modality t, in config order
+                self.mask_tokens[m] = nn.Parameter(init.clone().unsqueeze(0).repeat(n_mod - 1, 1))
+
+        out = self.settings.output
+        self.bridge = nn.ModuleDict()
+        self.gain = nn.ParameterDict()
+        self.anchor = nn.ParameterDict()
+        self.stats = nn.ModuleDict()
+        if ucfg.mask_tokens and out != "source":
+            for s in self.modalities:
+                for t in self.targets_of(s):
+                    if widths[s] != widths[t]:
+                        self.bridge[pair_key(s, t)] = nn.Linear(widths[s], widths[t])
+                    if out == "residual":
+                        self.gain[pair_key(s, t)] = nn.Parameter(torch.zeros(widths[t]))
+            if out == "residual":
+                for t in self.modalities:
+                    self.anchor[t] = nn.Parameter(torch.zeros(widths[t]))
+        if ucfg.mask_tokens and (out == "residual" or self.settings.normalize_align):
+            for t in self.modalities:
+                dim_t = widths[t] if out != "source" else self.dim
+                self.stats[t] = _TargetStats(dim_t)
+        self.head = nn.Linear(self.dim, config.num_classes)
+
+    @property
+    def has_mask_tokens(self) -> bool:
+        return bool(self.config.u2a.mask_tokens)
+
+    # ---- statistics (set by U2AMethod.prepare before training) -------------------------------
+    @torch.no_grad()
+    def set_target_stats(self, mean: Mapping[str, torch.Tensor], var: Mapping[str, torch.Tensor]) -> None:
+        """Store the target statistics (in the alignment space) and anchor the residual estimator
+        at the mean, so that an untrained estimate is the mean placeholder."""
+        for t in self.stats:
+            self.stats[t].mean.copy_(mean[t])
+            self.stats[t].var.copy_(var[t])
+            self.stats[t].run_mean.copy_(mean[t])
+            self.stats[t].run_var.copy_(var[t])
+        for t in self.anchor:
+            self.anchor[t].copy_(mean[t])
+
+    # ---- forward ------------------------------------------------------------------------
+    def _estimate(self, s: str, t: str, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(projected estimate of CLS(t), the estimate in the alignment space) from MT(s->t)'s output."""
+        out = self.settings.output
+        if out == "source":
+            e = self.proj[s](h)
+            return e, e
+        key = pair_key(s, t)
+        x = self.bridge[key](h) if key in self.bridge else h
+        if out == "target_norm":
+            norm = self.encoders[t].final_norm
+            e = F.layer_norm(x.float(), (x.shape[-1],), norm.weight.float(), norm.bias.float(), norm.eps)
+        else:  # residual: mean_t + std_t * a * LN(h), std_t the target's running spread
+            std = self.stats[t].run_var.clamp_min(1e-12).sqrt()
+            e = self.anchor[t] + std * self.gain[key] * layer_norm0(x)
+        return self.proj[t](e), e
+
+    def encode(
+        self,
+        inputs: Mapping[str, Mapping[str, torch.Tensor]],
+        present: torch.Tensor,
+        ids: Sequence[str] | None = None,
+        encode_all: bool = False,
+        need_placeholder: torch.Tensor | None = None,
+    ) -> Features:
+        """Run each encoder on the samples that have its modality: CLS and MT outputs, projected.
+
+        The outputs of a modality do not depend on which other modalities a sample has, so one
+        ``encode`` serves every missing-modality scenario (see :meth:`select`)."""
+        present = self.check_present(present, ids)
+        b = present.shape[0]
+        dev = self.head.weight.device
+        dtype = self.head.weight.dtype
+        mtoks = self.has_mask_tokens
+        cls_out: dict[str, torch.Tensor] = {}
+        cls_native: dict[str, torch.Tensor] = {}
+        est_out: dict[Pair, torch.Tensor] = {}
+        pred_out: dict[Pair, torch.Tensor] = {}
+        placeholder_cls: dict[str, torch.Tensor] = {}
+
+        def scatter(rows: torch.Tensor, values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+            full = torch.zeros(b, values.shape[-1], device=dev, dtype=dtype)
+            # rows encoded but not present (encode_all) are not real features: zero them
+            return full.index_put((rows,), values.to(dtype)) * keep
+
+        for i, m in enumerate(self.modalities):
+            x = inputs.get(m)
+            has = present[:, i]
+            keep = has.unsqueeze(1).to(dtype)
+            if x is None or (not has.any() and not encode_all):
+                if has.any():
+                    raise ModelError(f"modality {m!r}: {int(has.sum())} samples have it but no inputs were given")
+            else:
+                sub, rows = self.rows_to_encode(m, x, has, encode_all)
+                back = self.mask_tokens[m] if mtoks else None
+                c, mt = self.run_encoder(m, sub, self.cls_tokens[m].unsqueeze(0), back,
+                                         private=self.settings.one_way_attention)
+                c = c[:, 0]
+                cls_out[m] = scatter(rows, self.proj[m](c), keep)
+                cls_native[m] = scatter(rows, c, keep)
+                if mt is not None:
+                    for j, t in enumerate(self.targets_of(m)):
+                        e, p = self._estimate(m, t, mt[:, j])
+                        est_out[(m, t)] = scatter(rows, e, keep)
+                        pred_out[(m, t)] = scatter(rows, p, keep)
+            if m not in cls_out:
+                cls_out[m] = torch.zeros(b, self.dim, device=dev, dtype=dtype)
+                cls_native[m] = torch.zeros(b, self.widths[m], device=dev, dtype=dtype)
+            if not mtoks and (need_placeholder is None or need_placeholder[:, i].any()):
+                placeholder_cls[m] = self._placeholder_cls(m, x)
+        source_space = self.settings.output == "source"
+        align_target = cls_out if source_space else cls_native
+        return Features(present=present, cls=cls_out, mt=est_out, align_target=dict(align_target),
+                        align_pred=pred_out, placeholder_cls=placeholder_cls)
+
+    def select(self, feats: Features, available: torch.Tensor) -> U2AOutput:
+        """Token selection (eq. 4), sum fusion and the head (eq. 5) for one availability pattern.
+
+        ``available`` (B, M) must be a subset of ``feats.present``."""
+        available = self.check_available(feats, available)
+        b = available.shape[0]
+        slots = []
+        for ti, t in enumerate(self.modalities):
+            avail_t = available[:, ti].unsqueeze(1)
+            cls_t = feats.cls[t]
+            if self.has_mask_tokens:
+                est = torch.zeros_like(cls_t)
+                count = torch.zeros_like(cls_t[:, :1])
+                for si, s in enumerate(self.modalities):
+                    if s == t or (s, t) not in feats.mt:
+                        continue
+                    w = available[:, si].unsqueeze(1).to(cls_t.dtype)
+                    est = est + w * feats.mt[(s, t)]
+                    count = count + w
+                est = est / count.clamp(min=1)
+            elif t in feats.placeholder_cls:
+                est = feats.placeholder_cls[t].expand(b, -1)
+            else:
+                est = torch.zeros_like(cls_t)
+            slots.append(torch.where(avail_t, cls_t, est))
+        fused = torch.stack(slots, dim=0).sum(dim=0)
+        logits = self.head(fused)
+        return U2AOutput(
+            logits=logits, available=available, cls=feats.cls, mt=feats.mt, present=feats.present,
+            fused=fused, estimated=~available, features=feats,
+        )
+
+    def forward(
+        self,
+        inputs: Mapping[str, Mapping[str, torch.Tensor]],
+        present: torch.Tensor,
+        drop: torch.Tensor | None = None,
+        ids: Sequence[str] | None = None,
+        encode_all: bool = False,
+    ) -> U2AOutput:
+        present = present.to(torch.bool)
+        available = present & ~drop.to(torch.bool) if drop is not None else present
+        feats = self.encode(inputs, present, ids=ids, encode_all=encode_all, need_placeholder=~available)
+        return self.select(feats, available)
+
+    def _placeholder_cls(self, m: str, like: Mapping[str, torch.Tensor] | None) -> torch.Tensor:
+        """CLS output of the placeholder input (ablation without mask tokens)."""
+        enc = self.encoders[m]
+        ph = enc.placeholder_inputs(1, like=like)
+        dev = self.head.weight.device
+        ph = {k: v.to(dev) for k, v in ph.items()}
+        c, _ = self.run_encoder(m, ph, self.cls_tokens[m].unsqueeze(0))
+        return self.proj[m](c[:, 0]).to(self.head.weight.dtype)
+
+    # ---- measurements -------------------------------------------------------------------
+    @torch.no_grad()
+    def estimate_sums(self, feats: Features) -> dict[str, torch.Tensor]:
+        """Additive sums (over the samples that have both s and t) from which
+        :meth:`estimate_errors` gets, per direction, the estimate's MSE and the MSE of the best
+        constant (the mean of CLS(t) over the same samples)."""
+        out: dict[str, torch.Tensor] = {}
+        for (s, t), pred in feats.align_pred.items():
+            si, ti = self.modalities.index(s), self.modalities.index(t)
+            rows = feats.present[:, si] & feats.present[:, ti]
+            y = feats.align_target[t][rows].double()
+            e = pred[rows].double()
+            key = f"{s}->{t}"
+            out[f"{key}/n"] = torch.tensor(float(rows.sum()), dtype=torch.float64)
+            out[f"{key}/sse"] = ((e - y) ** 2).sum()
+            out[f"{key}/sum"] = y.sum(0)
+            out[f"{key}/sumsq"] = (y ** 2).sum(0)
+        return out
+
+    @staticmethod
+    def estimate_errors(sums: Mapping[str, torch.Tensor]) -> dict[str, dict[str, float | None]]:
+        """Per direction: ``mse`` of the estimate and ``constant_mse`` of the mean (per dimension)."""
+        out: dict[str, dict[str, float | None]] = {}
+        for key in sorted({k.rsplit("/", 1)[0] for k in sums}):
+            n = float(sums[f"{key}/n"])
+            if n == 0:
+                out[key] = {"mse": None, "constant_mse": None, "n": 0}
+                continue
+            d = sums[f"{key}/sum"].numel()
+            mean = sums[f"{key}/sum"] / n
+            var = (sums[f"{key}/sumsq"] / n - mean ** 2).clamp_min(0)
+            out[key] = {"mse": float(sums[f"{key}/sse"]) / (n * d), "constant_mse": float(var.mean()), "n": int(n)}
+        return out
+
+    def diagnostics(self, feats: Features, labels: torch.Tensor | None, classes: Sequence[str],
+                    task: str) -> dict[str, Any]:
+        if not feats.align_pred:
+            return {}
+        return {"estimates": self.estimate_errors(self.estimate_sums(feats))}
