@@ -25,7 +25,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from u2a.errors import DataError
+from u2a.data.processing import frame_files, validate_text, verify_input
+from u2a.errors import DataError, SampleError
 from u2a.io import atomic_write_text
 
 KINDS = ("image", "text", "audio", "video")
@@ -46,11 +47,13 @@ class Problem(NamedTuple):
     field: str | None
     message: str
     split: str | None = None  # the split of the line, when known
+    sample: str | None = None  # the sample id of the line, when known
 
     def __str__(self) -> str:
         where = f"{self.source}:{self.line}" if self.line else f"{self.source}"
+        who = f"sample {self.sample!r}: " if self.sample is not None else ""
         what = f"field '{self.field}': " if self.field else ""
-        return f"{where}: {what}{self.message}"
+        return f"{where}: {who}{what}{self.message}"
 
 
 @dataclass
@@ -255,31 +258,34 @@ def _resolve(root: Path, value: str) -> Path:
 
 
 def _check_file(kind: str, p: Path) -> str | None:
-    """None if the file of a modality is usable, else what is wrong with it."""
-    if kind == "video" and p.is_dir():
-        if not any(f.is_file() for f in p.iterdir()):
-            return f"empty frame folder: {p}"
-        return None
-    if not p.exists():
-        return f"file not found: {p}"
-    if not p.is_file():
-        return f"not a file: {p}"
-    try:
-        size = p.stat().st_size
-    except OSError as e:
-        return f"cannot read {p}: {e.strerror}"
-    if size == 0:
-        return f"empty file: {p}"
-    if kind == "image":
-        from PIL import Image
+    """None if the file of a modality is usable, else what is wrong with it.
 
+    The file is loaded exactly as training loads it (:func:`u2a.data.processing.verify_input`):
+    images and every frame of a video folder are fully decoded, audio files fully read."""
+    try:
+        if kind == "video":
+            if not p.exists():
+                return f"file not found: {p}"
+            for f in frame_files(p):
+                msg = _check_file("image", f)
+                if msg:
+                    return msg
+            return None
+        if not p.exists():
+            return f"file not found: {p}"
+        if not p.is_file():
+            return f"not a file: {p}"
         try:
-            with Image.open(p) as im:
-                im.verify()
-        except Exception as e:  # PIL raises many kinds for a broken file
-            return f"unreadable image {p}: {type(e).__name__}: {e}"
-    elif not os.access(p, os.R_OK):
-        return f"file not readable: {p}"
+            size = p.stat().st_size
+        except OSError as e:
+            return f"cannot read {p}: {e.strerror}"
+        if size == 0:
+            return f"empty file: {p}"
+        if not os.access(p, os.R_OK):
+            return f"file not readable: {p}"
+        verify_input(kind, p)
+    except SampleError as e:
+        return e.reason
     return None
 
 
@@ -303,20 +309,19 @@ def _validate(
     for rec in records:
         n, d = rec.line, rec.data
         bad: list[Problem] = []
+        sid: str | None = None
 
         def err(fld: str | None, msg: str) -> None:
-            bad.append(Problem(path, n, fld, msg))
+            bad.append(Problem(path, n, fld, msg, sample=sid))
 
         # id
-        sid = d.get("id")
-        if isinstance(sid, bool) or not isinstance(sid, (str, int)):
-            err("id", "missing id" if sid is None else f"id must be a string, got {type(sid).__name__}")
-            sid = None
+        raw_id = d.get("id")
+        if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
+            err("id", "missing id" if raw_id is None else f"id must be a string, got {type(raw_id).__name__}")
         else:
-            sid = str(sid).strip()
-            if not sid:
+            sid = str(raw_id).strip() or None
+            if sid is None:
                 err("id", "empty id")
-                sid = None
         # label
         raw = d.get("label")
         label: list[str] | str | None = None
@@ -371,8 +376,10 @@ def _validate(
                 fields[m] = None
                 continue
             if kind == "text":
-                if not v.strip():
-                    err(m, "empty text (a missing text must be null or absent, not empty)")
+                try:
+                    validate_text(v)  # the check the Collator makes before the tokenizer
+                except SampleError as e:
+                    err(m, e.reason)
                 fields[m] = v
                 continue
             if not v.strip():
