@@ -163,3 +163,79 @@ def test_check_decodes_like_training(tmp_path, monkeypatch):
     for x in lines:
         assert x in str(e.value)
 
+
+def test_single_file_without_split_is_refused_as_training_refuses_it(tmp_path, capsys):
+    p = _rows(tmp_path / "all.jsonl", [
+        {"id": "1", "label": "a", "text": "x", "split": "train"},
+        {"id": "2", "label": "b", "text": "y"},
+        {"id": "3", "label": "b", "text": "z", "split": "test"},
+    ])
+    r = check_manifest(p)
+    assert [(x.line, x.field) for x in r.problems] == [(2, "split")]
+    assert "missing split" in str(r.problems[0])
+    # no split anywhere: one problem for the file, and --split names the one split it holds
+    q = _rows(tmp_path / "one.jsonl", [{"id": "1", "label": "a", "text": "x"}, {"id": "2", "label": "b", "text": "y"}])
+    r = check_manifest(q)
+    assert [(x.line, x.field) for x in r.problems] == [(0, "split")] and r.n_samples == 2
+    assert "no line has a split field" in str(r.problems[0]) and "--split" in str(r.problems[0])
+    assert run_cli("data", "check", str(q)) == 1
+    assert run_cli("data", "check", str(q), "--split", "train") == 0
+    out = capsys.readouterr().out
+    assert "train  2  100.0%" in out and "no problems found" in out
+    assert run_cli("data", "check", str(q), "--split", "test") == 0
+    assert "note: no train split" in capsys.readouterr().out
+
+
+def test_empty_train_split_is_a_problem(tmp_path, capsys):
+    (tmp_path / "train.jsonl").write_text("\n")
+    _rows(tmp_path / "val.jsonl", [{"id": "1", "label": "a", "text": "x"}])
+    _rows(tmp_path / "test.jsonl", [{"id": "2", "label": "a", "text": "x"}])
+    r = check_manifest(tmp_path)
+    assert [(x.source.name, x.line) for x in r.problems] == [("train.jsonl", 0)]
+    assert "the train split is empty" in str(r.problems[0])
+    assert run_cli("data", "check", str(tmp_path)) == 1
+    # every train line bad: also empty
+    _rows(tmp_path / "train.jsonl", [{"id": "3", "label": "a", "text": ""}])
+    r = check_manifest(tmp_path)
+    assert "the train split is empty (its 1 problems leave no good sample)" in format_report(r)
+    # a folder with only a test split is fine for evaluation: a note, no problem
+    (tmp_path / "train.jsonl").unlink()
+    (tmp_path / "val.jsonl").unlink()
+    assert run_cli("data", "check", str(tmp_path)) == 0
+    assert "note: no train split" in capsys.readouterr().out
+
+
+def test_numeric_labels_spelled_two_ways_are_refused(tmp_path):
+    p = tmp_path / "m.jsonl"
+    p.write_text('{"id": "1", "label": 5, "text": "x", "split": "train"}\n'
+                 '{"id": "2", "label": "5", "text": "x", "split": "train"}\n'
+                 '{"id": "3", "label": "05", "text": "x", "split": "test"}\n'
+                 '{"id": "4", "label": 7, "text": "x", "split": "train"}\n')
+    r = check_manifest(p)
+    assert [(x.line, x.sample, x.field) for x in r.problems] == [(3, "3", "label")]
+    msg = str(r.problems[0])
+    assert "label '05' and label '5' (first at" in msg and f"{p}:1, 2 lines)" in msg and "two classes" in msg
+    assert r.classes == ["5", "7"]
+    # 5 and "5" are the same string after str(): one class, no problem
+    p.write_text('{"id": "1", "label": 5, "text": "x", "split": "train"}\n'
+                 '{"id": "2", "label": "5", "text": "x", "split": "train"}\n')
+    assert check_manifest(p).ok
+    # a class list that names both spellings makes them two classes on purpose
+    p.write_text('{"id": "1", "label": "5", "text": "x", "split": "train"}\n'
+                 '{"id": "3", "label": "05", "text": "x", "split": "train"}\n')
+    assert not check_manifest(p).ok
+    assert check_manifest(p, classes=["5", "05"]).ok
+
+
+def test_csv_unterminated_quote_is_named(tmp_path):
+    p = tmp_path / "m.csv"
+    p.write_text('id,label,text,split\n1,a,"fine, quoted",train\n2,b,"never closed,train\n3,a,x,train\n')
+    r = check_manifest(p)
+    assert r.modalities == {"text": "text"}  # not "no modality fields"
+    assert [x.line for x in r.problems] == [3]
+    assert f"{p}:3: unterminated quote" in str(r.problems[0]) and "lines 3-4" in str(r.problems[0])
+    # in the header
+    p.write_text('id,label,"text\n1,a,x\n')
+    r = check_manifest(p)
+    assert [(x.line, x.message.split(":")[0]) for x in r.problems] == [(1, "bad CSV header")]
+    assert "unterminated quote" in str(r.problems[0]) and str(r.problems[0]).startswith(f"{p}:1: ")

@@ -394,3 +394,31 @@ def test_read_classes(tmp_path):
         read_classes("a,a")
     with pytest.raises(DataError, match="not found"):
         read_classes(str(tmp_path / "missing.json"))
+
+
+def test_numeric_label_spellings_are_refused_in_training_too(tmp_path):
+    """5 and "05" would be two classes: load_splits (what training reads) refuses it like the check."""
+    p = tmp_path / "all.jsonl"
+    p.write_text('{"id": "1", "label": 5, "text": "x", "split": "train"}\n'
+                 '{"id": "2", "label": "05", "text": "x", "split": "train"}\n'
+                 '{"id": "3", "label": "5.0", "text": "x", "split": "val"}\n'
+                 '{"id": "4", "label": 5, "text": "x", "split": "test"}\n')
+    with pytest.raises(DataError) as e:
+        load_splits(p)
+    text = str(e.value)
+    assert f"{p}:2: sample '2': field 'label': label '05' and label '5' (first at {p}:1, 2 lines)" in text
+    assert f"{p}:3: sample '3': field 'label': label '5.0' and label '5'" in text
+    s = load_splits(p, skip_bad=True)
+    assert s["train"].classes == ["5"] and [x.id for x in s["train"].samples] == ["1"]
+    assert [line for line, _ in s["train"].skipped] == [2] and [line for line, _ in s["val"].skipped] == [3]
+
+
+def test_csv_broken_quotes_are_reported_not_swallowed(tmp_path):
+    p = tmp_path / "m.csv"
+    p.write_text('id,label,text\n1,a,"ok"\n2,b,"open\n3,a,x\n')
+    with pytest.raises(DataError, match=r"m\.csv:3: unterminated quote: .* lines 3-4"):
+        load_manifest(p)
+    p.write_text('id,label,text\n1,a,"say "hi" twice"\n2,b,"say ""hi"" once"\n')
+    m = load_manifest(p, skip_bad=True)
+    assert [s.id for s in m.samples] == ["2"] and m.samples[0].fields["text"] == 'say "hi" once'
+    assert m.skipped[0][0] == 2 and "broken CSV quoting" in m.skipped[0][1]

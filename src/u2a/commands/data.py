@@ -16,6 +16,7 @@ def _check(args: argparse.Namespace) -> int:
         modalities=parse_modalities(args.modalities),
         classes=args.classes,
         check_files=not args.no_check_files,
+        split=args.split,
     )
     print(format_report(report, max_problems=args.max_problems or None))
     return 0 if report.ok else 1
@@ -113,10 +114,11 @@ def register(sub, formatter_class=argparse.HelpFormatter) -> None:
     c = dsub.add_parser(
         "check", formatter_class=formatter_class,
         help="count samples per class/split/missing pattern and list every problem",
-        description="Read a manifest (.jsonl or .csv), or a folder with train/val/test manifests, and report "
-                    "the counts per class, split and missing-modality pattern, and every bad line "
-                    "(unreadable file, empty text, unknown label, ...) with its line number. "
-                    "Exit code 1 if there are problems.",
+        description="Read a manifest (.jsonl or .csv), or a folder with train/val/test manifests, as `u2a train` "
+                    "reads it, and report the counts per class, split and missing-modality pattern, and every "
+                    "bad line (a file that does not decode, an invalid text, an unknown label, a missing split, "
+                    "...) with its line and sample id. Every image and frame is decoded and every audio file "
+                    "read in full, as training loads them. Exit code 1 if there are problems.",
     )
     c.add_argument("manifest", metavar="MANIFEST", help="a .jsonl or .csv manifest, or a folder of split manifests")
     c.add_argument("--classes", metavar="FILE_OR_LIST",
@@ -125,6 +127,10 @@ def register(sub, formatter_class=argparse.HelpFormatter) -> None:
     c.add_argument("--modalities", metavar="NAME=KIND,...",
                    help="modality fields and their kinds (image, text, audio, video), e.g. "
                         "image=image,caption=text; default: the fields named image, text, audio, video")
+    c.add_argument("--split", metavar="NAME", default=None,
+                   help="the file holds this one split (train, val or test), as a file of a split folder does: "
+                        "its lines need no split field; without it a single file needs a split on every line, "
+                        "as `u2a train` does")
     c.add_argument("--no-check-files", action="store_true",
                    help="do not open the files (only check the manifest itself)")
     c.add_argument("--max-problems", type=int, default=0, metavar="N",
