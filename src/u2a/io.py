@@ -63,3 +63,14 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
 
 def is_complete_dir(path: str | os.PathLike) -> bool:
     return (Path(path) / COMPLETE_MARKER).is_file()
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """The SHA-256 of a file's bytes, as 64 hex digits (read in chunks)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
