@@ -25,16 +25,22 @@ def _check(args: argparse.Namespace) -> int:
 def _prepare_emoji(args: argparse.Namespace) -> int:
     from u2a.data.emoji import prepare_emoji
 
+    from u2a.data.emoji import default_folder
+    from u2a.io import oserror_names
+
     t0 = time.monotonic()
-    folder = prepare_emoji(
-        version=args.version,
-        label_field=args.label_field,
-        text_fields=[f for f in args.text_fields.split(",") if f.strip()],
-        seed=args.seed,
-        out=args.out,
-        progress=not args.quiet and sys.stderr.isatty(),
-        force=args.force,
-    )
+    text_fields = [f.strip() for f in args.text_fields.split(",") if f.strip()]
+    target = args.out or default_folder(args.version, args.label_field, text_fields, args.seed)
+    with oserror_names(target):  # a write on a full disk names no file: name the dataset folder
+        folder = prepare_emoji(
+            version=args.version,
+            label_field=args.label_field,
+            text_fields=text_fields,
+            seed=args.seed,
+            out=args.out,
+            progress=not args.quiet and sys.stderr.isatty(),
+            force=args.force,
+        )
     info = json.loads((folder / "dataset.json").read_text())
     counts = info["counts"]
     splits = ", ".join(f"{s} {n}" for s, n in counts["per_split"].items())
@@ -85,8 +91,11 @@ def _import(args: argparse.Namespace) -> int:
                         raise DataError(f"--list {item!r}: expected SPLIT=FILE (or one CSV file with a split column)")
                     pairs[split.strip()] = path.strip()
                 opts["lists"] = pairs
+    from u2a.io import oserror_names
+
     t0 = time.monotonic()
-    folder = import_dataset(name, args.root, args.out, args.layout, **opts)
+    with oserror_names(args.out):  # a write on a full disk names no file: name the output folder
+        folder = import_dataset(name, args.root, args.out, args.layout, **opts)
     info = json.loads((folder / "dataset.json").read_text())
     counts = info["counts"]
     splits = ", ".join(f"{s} {n}" for s, n in counts["per_split"].items())
