@@ -184,6 +184,9 @@ def test_single_file_without_split_is_refused_as_training_refuses_it(tmp_path, c
     assert "train  2  100.0%" in out and "no problems found" in out
     assert run_cli("data", "check", str(q), "--split", "test") == 0
     assert "note: no train split" in capsys.readouterr().out
+    r = check_manifest(tmp_path, split="train")  # a folder's files name their splits
+    assert [(x.line, x.message) for x in r.problems] == [
+        (0, "--split is for a single file; the files of a folder name their splits")]
 
 
 def test_empty_train_split_is_a_problem(tmp_path, capsys):

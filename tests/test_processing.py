@@ -201,3 +201,8 @@ def test_merge_skipped_adds_the_records_to_the_data_report():
     assert [r["id"] for r in report["skipped_samples"]] == ["b", "c"]
     merge_skipped(report, [{"id": "d", "modality": "image", "file": "/d/d.png", "reason": "x"}])
     assert report["skipped_samples_count"] == 3 and report["skipped_count"] == 0
+
+
+def test_an_empty_list_of_items_is_an_empty_batch():
+    batch = collator(skip_bad=True)([])
+    assert batch["ids"] == [] and batch["inputs"] == {} and batch["skipped"] == []

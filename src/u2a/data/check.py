@@ -73,6 +73,8 @@ def _load(path: Path, modalities, classes, check_files, split, report: CheckRepo
     """The manifests of a dataset, read as training reads them (``load_splits``), bad lines kept
     as problems. A file read whole (no split field anywhere) gets one problem instead of one per line."""
     if path.is_dir():
+        if split is not None:
+            raise DataError(f"{path}: --split is for a single file; the files of a folder name their splits")
         return list(load_splits(path, modalities, classes, skip_bad=True, check_files=check_files).values())
     if split is not None:
         return [load_manifest(path, modalities, classes, skip_bad=True, check_files=check_files, split=split)]

@@ -367,7 +367,7 @@ class Collator:
                 for i in sorted(c.errors, reverse=True):
                     errors.append(self._failed(c.errors[i]))
                     del good[i]
-        if not good:
+        if not good and errors:
             raise DataError(f"every sample of a batch ({len(items)}) failed to load:\n"
                             + "\n".join(f"  {e}" for e in errors))
         kept = [it for it, _ in good]
