@@ -14,7 +14,7 @@ import pytest
 
 from u2a.data import load_splits
 from u2a.data.importers import GENRES, import_ave, import_cremad, import_food101, import_kinetics_sounds, import_mmimdb
-from u2a.data.importers.food101 import VAL_FRACTION
+from u2a.data.importers.food101 import FOOD101_CLASSES, VAL_FRACTION
 from u2a.data.importers.mmimdb import choose_plot
 from u2a.errors import DataError
 
@@ -228,14 +228,16 @@ def write_arrow(path: Path, columns: dict, stream: bool = False) -> Path:
     return path
 
 
-def food_arrow(root: Path, stream: bool = False, class_idx: bool = True, drop: str | None = None) -> Path:
+def food_arrow(root: Path, stream: bool = False, class_idx: bool = True, drop: str | None = None,
+               index=None) -> Path:
+    """MAP's arrow files for the classes FOOD; label = index(class) (default: the position in FOOD)."""
     for split, n in (("train", 3), ("val", 1), ("test", 2)):
         cols = {"image": [], "text": [], "label": [], "image_id": [], "split": []}
         for li, c in enumerate(FOOD):
             for i in range(n):
                 cols["image"].append(image_bytes(COLORS[c], "PNG" if i % 2 else "JPEG"))
                 cols["text"].append([f"{c} title {i}"])
-                cols["label"].append(li)
+                cols["label"].append(index(c) if index else li)
                 cols["image_id"].append(f"{c}_{split}_{i}.jpg")
                 cols["split"].append(split)
         if drop:
@@ -263,11 +265,28 @@ def test_food101_arrow_layout(tmp_path, stream):
 
 def test_food101_arrow_class_names_and_bad_inputs(tmp_path):
     pytest.importorskip("pyarrow", reason="pyarrow is needed for the arrow layouts (pip install pyarrow)")
-    root = food_arrow(tmp_path / "food", class_idx=False)
+    # no class_idx.json: Food-101's own 101 names, checked against the names the image ids carry
+    root = food_arrow(tmp_path / "food", class_idx=False, index=FOOD101_CLASSES.index)
     out = import_food101(root, tmp_path / "out")
     classes = json.loads((out / "classes.json").read_text())
-    assert len(classes) == 101 and classes[:3] == ["class_0", "class_1", "class_2"]
-    assert lines_of(out / "test.jsonl")[-1]["label"] == "class_2"
+    assert classes == list(FOOD101_CLASSES) and len(classes) == 101
+    assert classes[:3] == ["apple_pie", "baby_back_ribs", "baklava"] and classes[-1] == "waffles"
+    assert classes[15:18] == ["ceviche", "cheese_plate", "cheesecake"]  # classes.txt order: '_' before letters
+    assert lines_of(out / "test.jsonl")[-1]["label"] == "sushi"
+    names = json.loads((out / "dataset.json").read_text())["class_names"]
+    assert names == {"source": "Food-101's class list (no class_idx.json)", "rows_checked_against_image_id": 18,
+                     "rows": 18}
+    # an index whose class is not the one the image id names is refused, naming the row
+    wrong = food_arrow(tmp_path / "wrong", class_idx=False)  # pizza rows have index 1 = baby_back_ribs
+    with pytest.raises(DataError, match=r"food101_train\.arrow: row 4: image_id 'pizza_train_0\.jpg' names class "
+                                        r"'pizza', but label 1 is 'baby_back_ribs' in Food-101's class list"):
+        import_food101(wrong, tmp_path / "out_wrong")
+    (wrong / "class_idx.json").write_text(json.dumps({"sushi": 0, "pizza": 1, "apple_pie": 2}))
+    with pytest.raises(DataError, match=r"row 1: image_id 'apple_pie_train_0\.jpg' names class 'apple_pie', "
+                                        r"but label 0 is 'sushi' in .*class_idx\.json"):
+        import_food101(wrong, tmp_path / "out_wrong")
+    with pytest.raises(DataError, match=r"row 1: column 'label': class index 0 is out of range for the class list"):
+        import_food101(wrong, tmp_path / "out_wrong", classes=[])
     bad = food_arrow(tmp_path / "bad", drop="label")
     with pytest.raises(DataError, match=r"food101_train\.arrow: missing column 'label'.*expected MAP's arrow"):
         import_food101(bad, tmp_path / "out2")

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from _badfiles import write_wav
 from PIL import Image
 
 from u2a.data.manifest import (
@@ -25,7 +26,7 @@ def files(tmp_path: Path) -> Path:
     Image.new("RGB", (4, 4), "red").save(tmp_path / "a.png")
     Image.new("RGBA", (3, 5), (0, 0, 255, 128)).save(tmp_path / "b.png")
     (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 4)
-    (tmp_path / "clip.wav").write_bytes(b"RIFF....WAVEfmt ")
+    write_wav(tmp_path / "clip.wav")
     (tmp_path / "empty.wav").write_bytes(b"")
     (tmp_path / "frames").mkdir()
     Image.new("RGB", (4, 4), "green").save(tmp_path / "frames" / "0001.png")
@@ -151,7 +152,7 @@ BAD_CASES = {
     "empty_audio": ({"id": "b", "label": "cat", "audio": "empty.wav", "text": "x"}, "audio", "empty file"),
     "missing_audio": ({"id": "b", "label": "cat", "audio": "gone.wav", "text": "x"}, "audio", "file not found"),
     "empty_frame_folder": ({"id": "b", "label": "cat", "video": "noframes", "text": "x"}, "video",
-                           "empty frame folder"),
+                           "holds no frame images"),
     "all_modalities_missing": ({"id": "b", "label": "cat", "image": None, "text": None}, None,
                                "every modality is missing"),
     "unknown_split": ({"id": "b", "label": "cat", "text": "x", "split": "training-set"}, "split", "unknown split name"),
@@ -193,7 +194,7 @@ def test_unknown_label_with_class_list(files):
     p = _bad_manifest(files, {"id": "b", "label": "cow", "text": "x"})
     with pytest.raises(DataError) as e:
         load_manifest(p, classes=["cat", "dog"])
-    assert f"{p}:2: field 'label': unknown label 'cow'" in str(e.value)
+    assert f"{p}:2: sample 'b': field 'label': unknown label 'cow'" in str(e.value)
     m = load_manifest(p, classes=["cat", "dog"], skip_bad=True)
     assert [s.id for s in m.samples] == ["s1", "s3"] and m.skipped[0][0] == 2
     assert m.classes == ["cat", "dog"]
@@ -203,7 +204,7 @@ def test_unknown_label_with_class_list(files):
 
 def test_unknown_label_in_multilabel_list(files):
     p = jsonl(files / "m.jsonl", {"id": "a", "label": ["cat", "cow"], "text": "x"})
-    with pytest.raises(DataError, match=r"m\.jsonl:1: field 'label': unknown label 'cow'"):
+    with pytest.raises(DataError, match=r"m\.jsonl:1: sample 'a': field 'label': unknown label 'cow'"):
         load_manifest(p, classes="cat,dog")
 
 
@@ -310,8 +311,8 @@ def test_one_file_needs_a_split_on_every_line(files):
               {"id": "3", "label": "a", "text": "", "split": "test"})
     with pytest.raises(DataError) as e:
         load_splits(p)
-    assert f"{p}:2: field 'split': missing split" in str(e.value)
-    assert f"{p}:3: field 'text'" in str(e.value)
+    assert f"{p}:2: sample '2': field 'split': missing split" in str(e.value)
+    assert f"{p}:3: sample '3': field 'text'" in str(e.value)
     s = load_splits(p, skip_bad=True)
     # a bad line with a known split is counted in that split; one without, in the first split
     assert [ln for ln, _ in s["train"].skipped] == [2]
@@ -345,9 +346,9 @@ def test_split_folder_errors(files):
     with pytest.raises(DataError) as e:
         load_splits(files, classes=["a"])
     text = str(e.value)
-    assert f"{files / 'val.jsonl'}:1: field 'id': duplicate id '1' (first used at {files / 'train.jsonl'}:1)" in text
-    assert f"{files / 'val.jsonl'}:2: field 'split': split 'test' in the val file" in text
-    assert f"{files / 'test.jsonl'}:1: field 'label': unknown label 'z'" in text
+    assert f"{files / 'val.jsonl'}:1: sample '1': field 'id': duplicate id '1' (first used at {files / 'train.jsonl'}:1)" in text
+    assert f"{files / 'val.jsonl'}:2: sample '2': field 'split': split 'test' in the val file" in text
+    assert f"{files / 'test.jsonl'}:1: sample '3': field 'label': unknown label 'z'" in text
     s = load_splits(files, classes=["a"], skip_bad=True)
     assert [len(x.samples) for x in s.values()] == [1, 0, 0]
     assert [len(x.skipped) for x in s.values()] == [0, 2, 1]
@@ -393,3 +394,31 @@ def test_read_classes(tmp_path):
         read_classes("a,a")
     with pytest.raises(DataError, match="not found"):
         read_classes(str(tmp_path / "missing.json"))
+
+
+def test_numeric_label_spellings_are_refused_in_training_too(tmp_path):
+    """5 and "05" would be two classes: load_splits (what training reads) refuses it like the check."""
+    p = tmp_path / "all.jsonl"
+    p.write_text('{"id": "1", "label": 5, "text": "x", "split": "train"}\n'
+                 '{"id": "2", "label": "05", "text": "x", "split": "train"}\n'
+                 '{"id": "3", "label": "5.0", "text": "x", "split": "val"}\n'
+                 '{"id": "4", "label": 5, "text": "x", "split": "test"}\n')
+    with pytest.raises(DataError) as e:
+        load_splits(p)
+    text = str(e.value)
+    assert f"{p}:2: sample '2': field 'label': label '05' and label '5' (first at {p}:1, 2 lines)" in text
+    assert f"{p}:3: sample '3': field 'label': label '5.0' and label '5'" in text
+    s = load_splits(p, skip_bad=True)
+    assert s["train"].classes == ["5"] and [x.id for x in s["train"].samples] == ["1"]
+    assert [line for line, _ in s["train"].skipped] == [2] and [line for line, _ in s["val"].skipped] == [3]
+
+
+def test_csv_broken_quotes_are_reported_not_swallowed(tmp_path):
+    p = tmp_path / "m.csv"
+    p.write_text('id,label,text\n1,a,"ok"\n2,b,"open\n3,a,x\n')
+    with pytest.raises(DataError, match=r"m\.csv:3: unterminated quote: .* lines 3-4"):
+        load_manifest(p)
+    p.write_text('id,label,text\n1,a,"say "hi" twice"\n2,b,"say ""hi"" once"\n')
+    m = load_manifest(p, skip_bad=True)
+    assert [s.id for s in m.samples] == ["2"] and m.samples[0].fields["text"] == 'say "hi" once'
+    assert m.skipped[0][0] == 2 and "broken CSV quoting" in m.skipped[0][1]

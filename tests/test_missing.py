@@ -1,4 +1,5 @@
-"""The missing-modality tables against the MAP protocol as written in shared/notes/protocols.md."""
+"""The missing-modality tables against MAP's protocol (Lee et al., "Multimodal Prompting with Missing
+Modalities for Visual Recognition", CVPR 2023) as docs/data.md writes it out."""
 
 from __future__ import annotations
 

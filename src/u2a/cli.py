@@ -90,6 +90,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("u2a: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `u2a ... | head`: the reader went away; say nothing more
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as e:  # a full disk, a read-only folder, a permission: the path, not a traceback
+        from u2a.io import describe_oserror
+
+        print(f"u2a: error: {describe_oserror(e)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

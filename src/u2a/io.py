@@ -63,3 +63,48 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
 
 def is_complete_dir(path: str | os.PathLike) -> bool:
     return (Path(path) / COMPLETE_MARKER).is_file()
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """The SHA-256 of a file's bytes, as 64 hex digits (read in chunks)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def oserror_names(path: str | os.PathLike) -> Iterator[None]:
+    """Give an OSError that names no file (a ``write`` on a full disk raises one) ``path`` as its
+    file name, so that the message says where it happened; other errors pass unchanged."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        raise
+
+
+_OSERROR_HINTS = {
+    "ENOSPC": "the disk is full: free some space, or write elsewhere ($U2A_CACHE, the run's output_dir, --out)",
+    "EDQUOT": "the disk quota is used up: free some space, or write elsewhere",
+    "EROFS": "the file system is read-only: write elsewhere ($U2A_CACHE, the run's output_dir, --out)",
+    "EACCES": "no permission: check the owner and mode of the file or folder, or use another one",
+    "EPERM": "the operation is not permitted there: check the file or folder, or use another one",
+}
+
+
+def describe_oserror(e: OSError) -> str:
+    """One line for an OSError: the path(s), what failed, and for a full disk, a read-only file
+    system or a permission problem what to do."""
+    import errno as errno_names
+
+    paths = " -> ".join(str(p) for p in (e.filename, e.filename2) if p is not None)
+    what = e.strerror or str(e) or type(e).__name__
+    name = errno_names.errorcode.get(e.errno, "") if e.errno is not None else ""
+    hint = _OSERROR_HINTS.get(name)
+    msg = f"{paths}: {what}" if paths else f"{what} (errno {name or e.errno}; the file is not known)"
+    return f"{msg} ({hint})" if hint else msg

@@ -48,8 +48,10 @@ def test_counts_and_classes(built):
     from u2a.data import load_splits
 
     info = json.loads((built / "dataset.json").read_text())
+    from u2a.data.emoji import PINNED_SHA256
+
     assert info["source"] == {"package": "emoji-datasource-twitter", "version": VERSION, "registry": "npm",
-                              "file": f"emoji-datasource-twitter-{VERSION}.tgz"}
+                              "file": f"emoji-datasource-twitter-{VERSION}.tgz", "sha256": PINNED_SHA256[VERSION]}
     assert info["label_field"] == "category" and info["seed"] == 0
     assert info["text_fields"] == ["name", "short_names"]
     counts = info["counts"]
@@ -136,3 +138,12 @@ def test_cli(tgz, tmp_path, capsys):
     assert str(tmp_path / "cli") in out
     args = parser.parse_args(["data", "check", str(tmp_path / "cli")])
     assert args.func(args) == 0
+
+
+def test_cached_archive_matches_the_pinned_hash(tgz):
+    """The archive npm gave (cached in the u2a cache) is the one u2a pins."""
+    from u2a.data.emoji import PINNED_SHA256, check_archive
+    from u2a.io import sha256_file
+
+    assert sha256_file(tgz) == PINNED_SHA256[VERSION]
+    assert check_archive(tgz, VERSION) == PINNED_SHA256[VERSION]

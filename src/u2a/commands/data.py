@@ -16,6 +16,7 @@ def _check(args: argparse.Namespace) -> int:
         modalities=parse_modalities(args.modalities),
         classes=args.classes,
         check_files=not args.no_check_files,
+        split=args.split,
     )
     print(format_report(report, max_problems=args.max_problems or None))
     return 0 if report.ok else 1
@@ -24,16 +25,22 @@ def _check(args: argparse.Namespace) -> int:
 def _prepare_emoji(args: argparse.Namespace) -> int:
     from u2a.data.emoji import prepare_emoji
 
+    from u2a.data.emoji import default_folder
+    from u2a.io import oserror_names
+
     t0 = time.monotonic()
-    folder = prepare_emoji(
-        version=args.version,
-        label_field=args.label_field,
-        text_fields=[f for f in args.text_fields.split(",") if f.strip()],
-        seed=args.seed,
-        out=args.out,
-        progress=not args.quiet and sys.stderr.isatty(),
-        force=args.force,
-    )
+    text_fields = [f.strip() for f in args.text_fields.split(",") if f.strip()]
+    target = args.out or default_folder(args.version, args.label_field, text_fields, args.seed)
+    with oserror_names(target):  # a write on a full disk names no file: name the dataset folder
+        folder = prepare_emoji(
+            version=args.version,
+            label_field=args.label_field,
+            text_fields=text_fields,
+            seed=args.seed,
+            out=args.out,
+            progress=not args.quiet and sys.stderr.isatty(),
+            force=args.force,
+        )
     info = json.loads((folder / "dataset.json").read_text())
     counts = info["counts"]
     splits = ", ".join(f"{s} {n}" for s, n in counts["per_split"].items())
@@ -84,8 +91,11 @@ def _import(args: argparse.Namespace) -> int:
                         raise DataError(f"--list {item!r}: expected SPLIT=FILE (or one CSV file with a split column)")
                     pairs[split.strip()] = path.strip()
                 opts["lists"] = pairs
+    from u2a.io import oserror_names
+
     t0 = time.monotonic()
-    folder = import_dataset(name, args.root, args.out, args.layout, **opts)
+    with oserror_names(args.out):  # a write on a full disk names no file: name the output folder
+        folder = import_dataset(name, args.root, args.out, args.layout, **opts)
     info = json.loads((folder / "dataset.json").read_text())
     counts = info["counts"]
     splits = ", ".join(f"{s} {n}" for s, n in counts["per_split"].items())
@@ -113,10 +123,11 @@ def register(sub, formatter_class=argparse.HelpFormatter) -> None:
     c = dsub.add_parser(
         "check", formatter_class=formatter_class,
         help="count samples per class/split/missing pattern and list every problem",
-        description="Read a manifest (.jsonl or .csv), or a folder with train/val/test manifests, and report "
-                    "the counts per class, split and missing-modality pattern, and every bad line "
-                    "(unreadable file, empty text, unknown label, ...) with its line number. "
-                    "Exit code 1 if there are problems.",
+        description="Read a manifest (.jsonl or .csv), or a folder with train/val/test manifests, as `u2a train` "
+                    "reads it, and report the counts per class, split and missing-modality pattern, and every "
+                    "bad line (a file that does not decode, an invalid text, an unknown label, a missing split, "
+                    "...) with its line and sample id. Every image and frame is decoded and every audio file "
+                    "read in full, as training loads them. Exit code 1 if there are problems.",
     )
     c.add_argument("manifest", metavar="MANIFEST", help="a .jsonl or .csv manifest, or a folder of split manifests")
     c.add_argument("--classes", metavar="FILE_OR_LIST",
@@ -125,6 +136,10 @@ def register(sub, formatter_class=argparse.HelpFormatter) -> None:
     c.add_argument("--modalities", metavar="NAME=KIND,...",
                    help="modality fields and their kinds (image, text, audio, video), e.g. "
                         "image=image,caption=text; default: the fields named image, text, audio, video")
+    c.add_argument("--split", metavar="NAME", default=None,
+                   help="the file holds this one split (train, val or test), as a file of a split folder does: "
+                        "its lines need no split field; without it a single file needs a split on every line, "
+                        "as `u2a train` does")
     c.add_argument("--no-check-files", action="store_true",
                    help="do not open the files (only check the manifest itself)")
     c.add_argument("--max-problems", type=int, default=0, metavar="N",

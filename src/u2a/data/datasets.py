@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from torch.utils.data import Dataset
 
@@ -14,7 +14,8 @@ from u2a.errors import ConfigError, DataError
 
 
 class ManifestDataset(Dataset):
-    """Items ``{"id", "label", "fields": {modality: path or text or None}}`` of one split.
+    """Items ``{"id", "label", "fields": {modality: path or text or None}, "where"}`` of one split
+    (``where``: ``MANIFEST:LINE`` of the sample, for the Collator's messages).
 
     ``table`` (one code per sample, see :mod:`u2a.data.missing`) removes modalities on top of
     those the manifest already lacks."""
@@ -57,7 +58,8 @@ class ManifestDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         s = self.samples[i]
-        return {"id": s.id, "label": self.manifest.label_index(s), "fields": self.fields(i)}
+        return {"id": s.id, "label": self.manifest.label_index(s), "fields": self.fields(i),
+                "where": f"{s.source}:{s.line}"}
 
 
 def resolve_manifest_path(data_cfg: Any) -> Path:
@@ -146,6 +148,27 @@ def data_report(datasets: dict[str, ManifestDataset]) -> dict[str, Any]:
         for line, reason in getattr(ds.manifest, "skipped", []) or []:
             skipped.append({"split": split, "file": str(ds.manifest.path), "line": line, "reason": reason})
     return {"sizes": {k: len(v) for k, v in datasets.items()}, "skipped_count": len(skipped), "skipped": skipped}
+
+
+def merge_skipped(report: dict[str, Any], records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Add the samples that failed to load during training (the Collator's ``skip_bad`` records,
+    ``{"id", "modality", "file", "reason"}`` and maybe ``"where"``) to a data report (as
+    :func:`data_report` makes it), in place, and return it.
+
+    They go to ``report["skipped_samples"]``, one record per sample and modality (a sample that
+    fails again in a later epoch is not listed twice), with ``report["skipped_samples_count"]``;
+    the bad manifest lines stay in ``report["skipped"]``. The trainer merges ``collator.skipped``
+    (or, with DataLoader worker processes, every ``batch["skipped"]``) and rewrites
+    ``RUN/data.json``."""
+    listed = report.setdefault("skipped_samples", [])
+    seen = {(r.get("id"), r.get("modality"), r.get("file")) for r in listed}
+    for r in records:
+        key = (r.get("id"), r.get("modality"), r.get("file"))
+        if key not in seen:
+            seen.add(key)
+            listed.append(dict(r))
+    report["skipped_samples_count"] = len(listed)
+    return report
 
 
 def write_data_report(datasets: dict[str, ManifestDataset], run_dir: str | Path) -> dict[str, Any]:

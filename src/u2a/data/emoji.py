@@ -1,7 +1,7 @@
 """The emoji dataset: Twitter (Twemoji) emoji images with their names, labelled by category.
 
 Built from the npm package ``emoji-datasource-twitter`` (fetched with ``npm pack`` into
-``data_dir()/npm/``). Each emoji with a Twitter image becomes one sample:
+``data_dir()/npm/``; the archive's SHA-256 is checked against :data:`PINNED_SHA256` before use). Each emoji with a Twitter image becomes one sample:
 
 - ``image``: the 64 px PNG composited onto a white background (RGB), ``images/<code>.png``;
 - ``text``: the fields in ``text_fields`` (default ``name`` and ``short_names``), lower-cased,
@@ -32,7 +32,7 @@ from typing import Any
 
 from u2a.data.manifest import SPLITS, write_manifest
 from u2a.errors import DataError
-from u2a.io import atomic_dir, atomic_write_json, is_complete_dir
+from u2a.io import atomic_dir, atomic_write_json, is_complete_dir, sha256_file
 from u2a.paths import data_dir
 
 PACKAGE = "emoji-datasource-twitter"
@@ -43,17 +43,43 @@ DROPPED_CATEGORIES = ("Component",)
 FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 IMAGE_SIZE = 64
 FORMAT = 1  # bump when the folder layout or the text/image recipe changes
+#: SHA-256 of the ``npm pack`` archive of each version u2a was checked with
+PINNED_SHA256 = {
+    "16.0.0": "f64a530c63bca463bd8317fdc4615ce63a53a0c65018e4ce2d848aaba7a28877",
+}
 
 
 def npm_cache_dir() -> Path:
     return data_dir() / "npm"
 
 
+def check_archive(tgz: Path, version: str, fetched: bool = False) -> str:
+    """Compare the archive's SHA-256 with the pinned one of ``version``; returns the hash.
+
+    A mismatch is a DataError naming the file, both hashes and the fix. A version without a
+    pinned hash is used with a note (its hash is recorded in ``dataset.json``)."""
+    actual = sha256_file(tgz)
+    expected = PINNED_SHA256.get(version)
+    if expected is None:
+        import sys
+
+        print(f"u2a: note: no pinned sha256 for {PACKAGE}@{version} (u2a pins {', '.join(PINNED_SHA256)}); "
+              f"{tgz.name} is used unchecked (sha256 {actual})", file=sys.stderr)
+    elif actual != expected:
+        fix = ("npm served another file than the published package; nothing was cached" if fetched else
+               f"delete it (rm '{tgz}') and run again to fetch it anew with npm")
+        raise DataError(f"{tgz}: sha256 {actual} does not match the pinned {expected} of {PACKAGE}@{version}: "
+                        f"the file is damaged or not the published package; {fix}")
+    return actual
+
+
 def fetch_package(version: str = DEFAULT_VERSION, cache: Path | None = None) -> Path:
-    """The ``.tgz`` of ``emoji-datasource-twitter@version``, fetched with ``npm pack`` once."""
+    """The ``.tgz`` of ``emoji-datasource-twitter@version``, fetched with ``npm pack`` once; its
+    SHA-256 is checked against the pinned one (:func:`check_archive`) each time it is used."""
     cache = Path(cache) if cache else npm_cache_dir()
     tgz = cache / f"{PACKAGE}-{version}.tgz"
     if tgz.is_file() and tgz.stat().st_size > 0:
+        check_archive(tgz, version)
         return tgz
     npm = shutil.which("npm")
     if npm is None:
@@ -72,6 +98,7 @@ def fetch_package(version: str = DEFAULT_VERSION, cache: Path | None = None) -> 
         got = list(Path(tmp).glob("*.tgz"))
         if len(got) != 1:
             raise DataError(f"npm pack {PACKAGE}@{version} made no .tgz file")
+        check_archive(got[0], version, fetched=True)
         got[0].replace(tgz)
     return tgz
 
@@ -211,6 +238,7 @@ def prepare_emoji(
         raise DataError(f"{folder} exists and is not a prepared dataset; choose another --out or remove it")
 
     tgz = fetch_package(version)
+    sha256 = sha256_file(tgz)
     entries, pngs = read_package(tgz, progress=progress)
     fields_seen = set().union(*(e.keys() for e in entries)) if entries else set()
     for f in text_fields:
@@ -267,7 +295,8 @@ def prepare_emoji(
         atomic_write_json(tmp / "dataset.json", {
             **params,
             "name": "emoji",
-            "source": {"package": PACKAGE, "version": version, "registry": "npm", "file": tgz.name},
+            "source": {"package": PACKAGE, "version": version, "registry": "npm", "file": tgz.name,
+                       "sha256": sha256},
             "label": label_field,
             "modalities": {"image": "image", "text": "text"},
             "image": f"{IMAGE_SIZE} px Twitter PNG composited onto white, RGB",

@@ -20,12 +20,14 @@ import csv
 import io
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from u2a.errors import DataError
+from u2a.data.processing import frame_files, validate_text, verify_input
+from u2a.errors import DataError, SampleError
 from u2a.io import atomic_write_text
 
 KINDS = ("image", "text", "audio", "video")
@@ -46,11 +48,13 @@ class Problem(NamedTuple):
     field: str | None
     message: str
     split: str | None = None  # the split of the line, when known
+    sample: str | None = None  # the sample id of the line, when known
 
     def __str__(self) -> str:
         where = f"{self.source}:{self.line}" if self.line else f"{self.source}"
+        who = f"sample {self.sample!r}: " if self.sample is not None else ""
         what = f"field '{self.field}': " if self.field else ""
-        return f"{where}: {what}{self.message}"
+        return f"{where}: {who}{what}{self.message}"
 
 
 @dataclass
@@ -153,8 +157,10 @@ class _Record(NamedTuple):
     csv: bool
 
 
-def _read_records(path: Path) -> tuple[list[_Record], list[Problem]]:
-    """Parse the lines of a manifest file into dicts, without validating them."""
+def _read_records(path: Path) -> tuple[list[_Record], list[Problem], set[str]]:
+    """Parse the lines of a manifest file into dicts, without validating them. Returns the
+    records, the lines that cannot be parsed, and the field names (a CSV's header; the keys of
+    the JSON objects)."""
     if path.is_dir():
         raise DataError(f"{path}: is a folder; read a folder of train/val/test manifests with load_splits")
     suffix = path.suffix.lower()
@@ -183,11 +189,15 @@ def _read_records(path: Path) -> tuple[list[_Record], list[Problem]]:
             problems.append(Problem(path, n, None, f"expected a JSON object, got {type(obj).__name__}"))
             continue
         records.append(_Record(n, obj, False))
-    return records, problems
+    return records, problems, {k for r in records for k in r.data}
 
 
-def _read_csv(path: Path, text: str) -> tuple[list[_Record], list[Problem]]:
-    reader = csv.reader(io.StringIO(text, newline=""))
+CSV_QUOTING = 'a field with commas, quotes or line breaks is quoted: "a, b"; a quote inside it is doubled: "say ""hi"""'
+
+
+def _read_csv(path: Path, text: str) -> tuple[list[_Record], list[Problem], set[str]]:
+    # strict: a broken quote is an error, never a field that silently runs on over the next lines
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     records, problems = [], []
     header: list[str] | None = None
     prev = 0
@@ -198,9 +208,21 @@ def _read_csv(path: Path, text: str) -> tuple[list[_Record], list[Problem]]:
         except StopIteration:
             break
         except csv.Error as e:
-            problems.append(Problem(path, reader.line_num, None, f"broken CSV: {e}"))
-            break
-        prev = reader.line_num
+            end = reader.line_num
+            if "end of data" in str(e):
+                msg = (f"unterminated quote: a quoted field in the record that starts on line {start} is "
+                       f"never closed, so lines {start}-{end} (the rest of the file) cannot be read; "
+                       f"{CSV_QUOTING}")
+            else:
+                msg = f"broken CSV quoting ({e}); {CSV_QUOTING}"
+            if header is None:
+                raise DataError(f"{path}:{start}: bad CSV header: {msg}") from None
+            problems.append(Problem(path, start, None, msg))
+            if end <= prev:  # no progress: nothing more can be read
+                break
+            prev = end
+            continue
+        end, prev = reader.line_num, reader.line_num
         if not row or all(not c.strip() for c in row):
             continue
         if header is None:
@@ -211,8 +233,9 @@ def _read_csv(path: Path, text: str) -> tuple[list[_Record], list[Problem]]:
                 raise DataError(f"{path}:{start}: bad CSV header: {bad}")
             continue
         if len(row) != len(header):
+            spans = (f" (the record runs over lines {start}-{end}: an unbalanced quote?)" if end > start else "")
             problems.append(Problem(path, start, None,
-                                    f"expected {len(header)} CSV fields (as in the header), got {len(row)}"))
+                                    f"expected {len(header)} CSV fields (as in the header), got {len(row)}{spans}"))
             continue
         records.append(_Record(start, dict(zip(header, row, strict=True)), True))
     if header is None:
@@ -220,7 +243,7 @@ def _read_csv(path: Path, text: str) -> tuple[list[_Record], list[Problem]]:
     for col in ("id", "label"):
         if col not in header:
             raise DataError(f"{path}:1: CSV header has no '{col}' column")
-    return records, problems
+    return records, problems, set(header)
 
 
 def _split_name(value: Any) -> str | None:
@@ -233,6 +256,18 @@ def infer_modalities(keys: Iterable[str]) -> dict[str, str]:
     """Modalities named by field names: those in image, text, audio, video (in that order)."""
     keys = set(keys)
     return {k: k for k in KINDS if k in keys}
+
+
+def _modalities(path: Path, modalities: Mapping[str, str] | None, keys: Iterable[str],
+                problems: Sequence[Problem]) -> dict[str, str]:
+    """The modalities given, else those named by the field names. None found in a file whose
+    lines are all broken is no error of its own: the broken lines are the problems to report."""
+    if modalities is not None:
+        return _check_modalities(modalities, path)
+    found = infer_modalities(keys)
+    if not found and problems:
+        return {}
+    return _check_modalities(found, path)
 
 
 def _check_modalities(modalities: Mapping[str, str], path: Path) -> dict[str, str]:
@@ -255,31 +290,34 @@ def _resolve(root: Path, value: str) -> Path:
 
 
 def _check_file(kind: str, p: Path) -> str | None:
-    """None if the file of a modality is usable, else what is wrong with it."""
-    if kind == "video" and p.is_dir():
-        if not any(f.is_file() for f in p.iterdir()):
-            return f"empty frame folder: {p}"
-        return None
-    if not p.exists():
-        return f"file not found: {p}"
-    if not p.is_file():
-        return f"not a file: {p}"
-    try:
-        size = p.stat().st_size
-    except OSError as e:
-        return f"cannot read {p}: {e.strerror}"
-    if size == 0:
-        return f"empty file: {p}"
-    if kind == "image":
-        from PIL import Image
+    """None if the file of a modality is usable, else what is wrong with it.
 
+    The file is loaded exactly as training loads it (:func:`u2a.data.processing.verify_input`):
+    images and every frame of a video folder are fully decoded, audio files fully read."""
+    try:
+        if kind == "video":
+            if not p.exists():
+                return f"file not found: {p}"
+            for f in frame_files(p):
+                msg = _check_file("image", f)
+                if msg:
+                    return msg
+            return None
+        if not p.exists():
+            return f"file not found: {p}"
+        if not p.is_file():
+            return f"not a file: {p}"
         try:
-            with Image.open(p) as im:
-                im.verify()
-        except Exception as e:  # PIL raises many kinds for a broken file
-            return f"unreadable image {p}: {type(e).__name__}: {e}"
-    elif not os.access(p, os.R_OK):
-        return f"file not readable: {p}"
+            size = p.stat().st_size
+        except OSError as e:
+            return f"cannot read {p}: {e.strerror}"
+        if size == 0:
+            return f"empty file: {p}"
+        if not os.access(p, os.R_OK):
+            return f"file not readable: {p}"
+        verify_input(kind, p)
+    except SampleError as e:
+        return e.reason
     return None
 
 
@@ -303,20 +341,19 @@ def _validate(
     for rec in records:
         n, d = rec.line, rec.data
         bad: list[Problem] = []
+        sid: str | None = None
 
         def err(fld: str | None, msg: str) -> None:
-            bad.append(Problem(path, n, fld, msg))
+            bad.append(Problem(path, n, fld, msg, sample=sid))
 
         # id
-        sid = d.get("id")
-        if isinstance(sid, bool) or not isinstance(sid, (str, int)):
-            err("id", "missing id" if sid is None else f"id must be a string, got {type(sid).__name__}")
-            sid = None
+        raw_id = d.get("id")
+        if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
+            err("id", "missing id" if raw_id is None else f"id must be a string, got {type(raw_id).__name__}")
         else:
-            sid = str(sid).strip()
-            if not sid:
+            sid = str(raw_id).strip() or None
+            if sid is None:
                 err("id", "empty id")
-                sid = None
         # label
         raw = d.get("label")
         label: list[str] | str | None = None
@@ -371,8 +408,10 @@ def _validate(
                 fields[m] = None
                 continue
             if kind == "text":
-                if not v.strip():
-                    err(m, "empty text (a missing text must be null or absent, not empty)")
+                try:
+                    validate_text(v)  # the check the Collator makes before the tokenizer
+                except SampleError as e:
+                    err(m, e.reason)
                 fields[m] = v
                 continue
             if not v.strip():
@@ -476,29 +515,88 @@ def load_manifest(
     classes: Sequence[str] | str | os.PathLike | None = None,
     skip_bad: bool = False,
     check_files: bool = True,
+    split: str | None = None,
 ) -> Manifest:
     """Read and check one manifest file (``.jsonl`` or ``.csv``).
 
     ``modalities`` maps field names to kinds (image, text, audio, video); by default the fields
     named image, text, audio or video. ``classes`` (a list, a file or a comma list) fixes the
-    class list and order; by default it is the sorted set of labels. Raises ``DataError`` listing
-    the problems, or with ``skip_bad`` leaves the bad lines out and lists them in ``.skipped``.
+    class list and order; by default it is the sorted set of labels. ``split``: the file holds
+    that split (as a file of a split folder does): every sample gets it, and a ``split`` field
+    must agree. Raises ``DataError`` listing the problems, or with ``skip_bad`` leaves the bad
+    lines out and lists them in ``.skipped``.
     """
     path = Path(path).expanduser()
-    records, problems = _read_records(path)
-    if modalities is None:
-        keys = {k for r in records for k in r.data}
-        mods = _check_modalities(infer_modalities(keys), path)
-    else:
-        mods = _check_modalities(modalities, path)
+    file_split = None
+    if split is not None:
+        file_split = _split_name(split)
+        if file_split is None:
+            raise DataError(f"unknown split name {split!r}; expected one of {', '.join(SPLITS)}")
+    records, problems, keys = _read_records(path)
+    mods = _modalities(path, modalities, keys, problems)
     cls = as_classes(classes)
-    samples, bad, multilabel = _validate(path, records, mods, cls, check_files)
+    samples, bad, multilabel = _validate(path, records, mods, cls, check_files, file_split=file_split)
+    if file_split is not None:
+        problems = [p._replace(split=file_split) for p in problems]
     problems.extend(bad)
     problems.sort(key=lambda p: p.line)
     return _build([(path, path, samples, problems)], mods, cls, multilabel, skip_bad, path.parent, path)[path]
 
 
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
+
+
+def _number(name: str):
+    """The number a class name spells (``"05"``, ``"5"`` and ``"5.0"`` spell 5), else None."""
+    if not _NUMBER.fullmatch(name):
+        return None
+    from decimal import Decimal
+
+    return Decimal(name).normalize()
+
+
+def _spelling_problems(parts) -> list:
+    """Labels that write the same number differently (``5`` and ``"05"``) would become two classes.
+
+    Without a class list they are refused: the most used spelling of a number (the first seen on
+    a tie) is kept, and every line that writes it otherwise is a problem naming both spellings and
+    where the kept one is first used. Returns ``parts`` with those lines moved to the problems."""
+    spellings: dict[Any, dict[str, list[Sample]]] = {}
+    for _, _, samples, _ in parts:
+        for smp in samples:
+            for name in smp.labels:
+                num = _number(name)
+                if num is not None:
+                    spellings.setdefault(num, {}).setdefault(name, []).append(smp)
+    bad: dict[int, list[str]] = {}
+    for names in spellings.values():
+        if len(names) < 2:
+            continue
+        keep = max(names, key=lambda k: len(names[k]))  # the first of the most used (dicts keep order)
+        first = names[keep][0]
+        at = f"{first.source}:{first.line}"
+        for name, users in names.items():
+            if name == keep:
+                continue
+            for smp in users:
+                bad.setdefault(id(smp), []).append(
+                    f"label {name!r} and label {keep!r} (first at {at}, {len(names[keep])} lines) are the same "
+                    f"number written differently and would become two classes; write it one way "
+                    f"(or give a class list that names both)")
+    if not bad:
+        return parts
+    out = []
+    for key, file, samples, probs in parts:
+        moved = [Problem(smp.source, smp.line, "label", msg, smp.split, smp.id)
+                 for smp in samples if id(smp) in bad for msg in bad[id(smp)]]
+        out.append((key, file, [smp for smp in samples if id(smp) not in bad],
+                    sorted(list(probs) + moved, key=lambda p: p.line)))
+    return out
+
+
 def _build(parts, mods, cls, multilabel, skip_bad, root, what) -> dict[Any, Manifest]:
+    if cls is None:
+        parts = _spelling_problems(parts)
     all_problems = [p for _, _, _, probs in parts for p in probs]
     if all_problems and not skip_bad:
         _raise(all_problems, what)
@@ -553,26 +651,20 @@ def load_splits(
         if cls is None and (path / "classes.json").is_file():
             cls = read_classes(path / "classes.json")
         parsed = {s: _read_records(f) for s, f in files.items()}
-        if modalities is None:
-            keys = {k for recs, _ in parsed.values() for r in recs for k in r.data}
-            mods = _check_modalities(infer_modalities(keys), path)
-        else:
-            mods = _check_modalities(modalities, path)
+        mods = _modalities(path, modalities, {k for _, _, ks in parsed.values() for k in ks},
+                           [p for _, probs, _ in parsed.values() for p in probs])
         seen: dict[str, tuple[Path, int]] = {}
         parts, multilabel = [], False
         for s, f in files.items():
-            recs, probs = parsed[s]
+            recs, probs, _ = parsed[s]
             samples, bad, ml = _validate(f, recs, mods, cls, check_files, file_split=s, seen_ids=seen)
             probs = [p._replace(split=s) for p in probs]
             probs = sorted(probs + bad, key=lambda p: p.line)
             multilabel |= ml
             parts.append((s, f, samples, probs))
         return _build(parts, mods, cls, multilabel, skip_bad, path, path)
-    records, problems = _read_records(path)
-    if modalities is None:
-        mods = _check_modalities(infer_modalities({k for r in records for k in r.data}), path)
-    else:
-        mods = _check_modalities(modalities, path)
+    records, problems, keys = _read_records(path)
+    mods = _modalities(path, modalities, keys, problems)
     samples, bad, multilabel = _validate(path, records, mods, cls, check_files, require_split=True)
     problems = sorted(problems + bad, key=lambda p: p.line)
     full = _build([(path, path, samples, problems)], mods, cls, multilabel, skip_bad, path.parent, path)[path]

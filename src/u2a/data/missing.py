@@ -1,10 +1,14 @@
 """Missing-modality tables, compatible with the "missing-aware prompts" (MAP) protocol.
 
+MAP: Y.-L. Lee, Y.-H. Tsai, W.-C. Chiu, C.-Y. Lee, "Multimodal Prompting with Missing Modalities
+for Visual Recognition", CVPR 2023; U2A (M. K. Reza et al., "U2A: Unified Unimodal Adaptation for
+Robust and Efficient Multimodal Learning", arXiv 2501.17823) evaluates with the same tables. The
+protocol is written out in docs/data.md ("Missing-modality tables").
+
 For two modalities a table holds one code per sample: 0 = complete, 1 = the first modality of
 the pair is missing, 2 = the second is missing. MAP's pair is (text, image): code 1 = text
-missing, code 2 = image missing. The algorithm (../shared/notes/protocols.md), per split over its
-N rows, with Python's ``random`` seeded once before the splits are built in the order train,
-val, test::
+missing, code 2 = image missing. The algorithm, per split over its N rows, with Python's
+``random`` seeded once before the splits are built in the order train, val, test::
 
     table = [0] * N
     idx = random.sample(range(N), int(N * ratio))

@@ -1,58 +1,136 @@
 """Turn raw samples into encoder inputs, with the encoders' own processors where they exist.
 
 A dataset item is ``{"id": str, "label": int | list[int] | None, "fields": {modality: raw | None}}``
-where raw is the text itself for text, or an absolute file path (image, audio; video: a file or a
-folder of frames). :class:`Collator` makes the batch the model takes::
+where raw is the text itself for text, or an absolute file path (image, audio; video: a folder of
+frame images). :class:`Collator` makes the batch the model takes::
 
     {"ids": [...], "inputs": {m: {name: tensor, one row per sample that has m}},
-     "present": bool (B, M), "labels": long (B,) or float multi-hot (B, C)}
+     "present": bool (B, M), "labels": long (B,) or float multi-hot (B, C),
+     "skipped": [{"id", "modality", "file", "reason"}, ...]}  # with skip_bad: samples left out
+
+:func:`validate_text`, :func:`load_image`, :func:`read_audio` and :func:`verify_input` are the one
+place where an input is judged usable: the Collator loads through them and ``u2a data check`` runs
+them on every sample.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
+import warnings
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
-import torch
 
-from u2a.config import ModalityConfig, ModelConfig
-from u2a.encoders.registry import resolve_encoder_path
-from u2a.errors import DataError, ModelError
+from u2a.errors import DataError, ModelError, SampleError
+
+if TYPE_CHECKING:  # torch and transformers are imported where they are used: `u2a data check` needs neither
+    import torch
+
+    from u2a.config import ModalityConfig, ModelConfig
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+PIXEL_LIMIT_ENV = "U2A_MAX_IMAGE_PIXELS"
 
 
-def load_image(path: str | Path, sample_id: str = ""):
-    from PIL import Image, UnidentifiedImageError
+# --------------------------------------------------------------------------- loading one input
+#
+# These functions are the one place where an input is judged usable: the Collator loads every
+# batch through them, and `u2a data check` (u2a.data.manifest) runs them on every sample, so that
+# what the check passes trains. They raise SampleError (a DataError) naming the file and reason.
 
+
+def validate_text(raw: Any, sample_id: str | None = None) -> str:
+    """The text of a sample, as the tokenizer will take it: a non-empty string that is valid
+    Unicode (a lone surrogate such as ``"\\ud800"`` from a broken JSON escape is refused: the
+    tokenizer cannot encode it)."""
+    if not isinstance(raw, str):
+        raise SampleError(f"expected a text, got {type(raw).__name__}", sample_id)
+    if not raw.strip():
+        raise SampleError("empty text (a missing text must be null or absent, not empty)", sample_id)
     try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
-                rgba = im.convert("RGBA")
-                bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                return Image.alpha_composite(bg, rgba).convert("RGB")
-            return im.convert("RGB")
-    except (OSError, UnidentifiedImageError) as e:
-        raise DataError(f"sample {sample_id!r}: cannot read image {path}: {e}") from e
+        raw.encode("utf-8")
+    except UnicodeEncodeError as e:
+        ch = raw[e.start]
+        raise SampleError(
+            f"text holds a lone surrogate \\u{ord(ch):04x} at character {e.start + 1}, which is not valid "
+            "Unicode (a broken \\u escape in the JSON?); fix or remove it", sample_id) from None
+    return raw
 
 
-def load_audio(path: str | Path, sampling_rate: int, sample_id: str = "") -> np.ndarray:
-    """Mono float32 waveform at ``sampling_rate`` (soundfile reads wav/flac/ogg; resampling by scipy)."""
+def _pixel_limit() -> None:
+    """Apply ``$U2A_MAX_IMAGE_PIXELS`` (a number, or ``none`` for no limit) to PIL's limit."""
+    value = os.environ.get(PIXEL_LIMIT_ENV)
+    if value is None:
+        return
+    from PIL import Image
+
+    v = value.strip().lower()
+    if v in ("none", "0", ""):
+        Image.MAX_IMAGE_PIXELS = None
+        return
+    try:
+        Image.MAX_IMAGE_PIXELS = int(float(v))
+    except ValueError:
+        raise DataError(f"${PIXEL_LIMIT_ENV}={value!r}: expected a number of pixels or 'none'") from None
+
+
+def load_image(path: str | Path, sample_id: str | None = None):
+    """The image, fully decoded, as RGB (transparent pixels composited onto white).
+
+    A file that does not decode (truncated JPEG, corrupt PNG data, not an image) and an image
+    larger than PIL's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``, about 89
+    megapixels; ``$U2A_MAX_IMAGE_PIXELS`` sets it) raise SampleError naming the file."""
+    from PIL import Image
+
+    _pixel_limit()
+    p = str(path)
+    try:
+        with warnings.catch_warnings():
+            # PIL warns above its limit and raises above twice the limit: both are refused
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(p) as im:
+                im.load()
+                if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+                    rgba = im.convert("RGBA")
+                    bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                    return Image.alpha_composite(bg, rgba).convert("RGB")
+                return im.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise SampleError(
+            f"image {p} refused as a possible decompression bomb: {e} Shrink the image, or if it is "
+            f"genuine raise the limit with ${PIXEL_LIMIT_ENV}=N (pixels)", sample_id, file=p) from None
+    except Exception as e:  # PIL raises many kinds (OSError, SyntaxError, zlib.error, ValueError, ...)
+        raise SampleError(f"unreadable image {p}: {type(e).__name__}: {e}", sample_id, file=p) from e
+
+
+def read_audio(path: str | Path, sample_id: str | None = None) -> tuple[np.ndarray, int]:
+    """The whole file decoded (soundfile: wav, flac, ogg, ...) as a mono float32 waveform, and its
+    sampling rate. An unreadable file, one without samples, or one holding NaN or infinite values
+    raises SampleError."""
     try:
         import soundfile as sf
     except ImportError as e:  # pragma: no cover
         raise DataError("reading audio needs the soundfile package: pip install soundfile") from e
+    p = str(path)
     try:
-        wav, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as e:  # soundfile raises LibsndfileError / RuntimeError
-        raise DataError(f"sample {sample_id!r}: cannot read audio {path}: {e}") from e
-    wav = wav.mean(axis=1)
+        wav, sr = sf.read(p, dtype="float32", always_2d=True)
+    except Exception as e:  # soundfile raises LibsndfileError / RuntimeError / ...
+        raise SampleError(f"unreadable audio {p}: {type(e).__name__}: {e}", sample_id, file=p) from e
+    if wav.shape[0] == 0:
+        raise SampleError(f"audio {p} holds no samples", sample_id, file=p)
+    if not np.isfinite(wav).all():
+        raise SampleError(f"audio {p} holds NaN or infinite sample values", sample_id, file=p)
+    return wav.mean(axis=1), int(sr)
+
+
+def load_audio(path: str | Path, sampling_rate: int, sample_id: str | None = None) -> np.ndarray:
+    """Mono float32 waveform at ``sampling_rate`` (soundfile reads wav/flac/ogg; resampling by scipy)."""
+    wav, sr = read_audio(path, sample_id)
     if sr != sampling_rate:
         from math import gcd
 
@@ -63,6 +141,40 @@ def load_audio(path: str | Path, sampling_rate: int, sample_id: str = "") -> np.
     return wav
 
 
+def frame_files(raw: str | Path, sample_id: str | None = None) -> list[Path]:
+    """The frame images of a video sample (a folder of images, sorted by name)."""
+    folder = Path(raw)
+    if not folder.is_dir():
+        raise SampleError(
+            f"video {raw} is not a folder of frames; extract frames first "
+            "(e.g. `ffmpeg -i clip.mp4 -vf fps=1 frames/frame_%04d.jpg`)", sample_id, file=str(raw))
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise SampleError(f"video folder {raw} holds no frame images ({' '.join(sorted(IMAGE_SUFFIXES))})",
+                          sample_id, file=str(raw))
+    return files
+
+
+def verify_input(kind: str, raw: Any, sample_id: str | None = None) -> None:
+    """Load one modality value of a sample exactly as training does, and drop it: raises
+    SampleError if training could not use it. Every frame of a video folder is decoded (training
+    picks frames at random)."""
+    if kind == "text":
+        validate_text(raw, sample_id)
+    elif kind == "image":
+        load_image(raw, sample_id)
+    elif kind == "audio":
+        read_audio(raw, sample_id)
+    elif kind == "video":
+        for f in frame_files(raw, sample_id):
+            load_image(f, sample_id)
+    else:
+        raise DataError(f"unknown modality kind {kind!r}")
+
+
+# --------------------------------------------------------------------------- processors
+
+
 class TextProcessor:
     kind = "text"
 
@@ -71,9 +183,7 @@ class TextProcessor:
         self.max_length = max_length
 
     def load(self, raw: Any, sample_id: str, train: bool) -> str:
-        if not isinstance(raw, str) or not raw.strip():
-            raise DataError(f"sample {sample_id!r}: text is empty; a missing text must be null, not empty")
-        return raw
+        return validate_text(raw, sample_id)
 
     def __call__(self, loaded: Sequence[str]) -> dict[str, torch.Tensor]:
         enc = self.tokenizer(
@@ -119,15 +229,7 @@ class VideoProcessor(ImageProcessor):
         self.frames = frames
 
     def load(self, raw: Any, sample_id: str, train: bool):
-        folder = Path(raw)
-        if not folder.is_dir():
-            raise DataError(
-                f"sample {sample_id!r}: video {raw} is not a folder of frames; extract frames first "
-                "(e.g. `ffmpeg -i clip.mp4 -vf fps=1 frames/frame_%04d.jpg`)"
-            )
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise DataError(f"sample {sample_id!r}: video folder {raw} holds no frame images")
+        files = frame_files(raw, sample_id)
         idx = sample_frame_indices(len(files), self.frames, train)
         return [load_image(files[i], sample_id) for i in idx]
 
@@ -165,7 +267,7 @@ class AudioProcessor:
     def load(self, raw: Any, sample_id: str, train: bool) -> np.ndarray:
         wav = load_audio(raw, self.sampling_rate, sample_id)
         if wav.size == 0:
-            raise DataError(f"sample {sample_id!r}: audio {raw} is empty")
+            raise SampleError(f"audio {raw} is empty after resampling", sample_id, file=str(raw))
         return wav
 
     def __call__(self, loaded: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
@@ -189,6 +291,8 @@ class AudioProcessor:
 
 def build_processor(mod: ModalityConfig):
     """The processor for one modality, from its encoder's folder."""
+    from u2a.encoders.registry import resolve_encoder_path
+
     folder = resolve_encoder_path(mod.encoder)
     if mod.kind == "text":
         from transformers import AutoTokenizer
@@ -221,37 +325,130 @@ def build_processor(mod: ModalityConfig):
 
 class Collator:
     """Collate dataset items into a model batch; each modality is processed only for the samples
-    that have it."""
+    that have it.
 
-    def __init__(self, config: ModelConfig, processors: Mapping[str, Any], train: bool = False):
+    An item is ``{"id", "label", "fields": {modality: raw or None}}``, optionally with ``"where"``
+    (``MANIFEST:LINE``, which :class:`~u2a.data.datasets.ManifestDataset` adds) for the messages.
+
+    A sample whose input fails to load (a file that does not decode, an invalid text) or that the
+    encoder's processor cannot take raises a :class:`~u2a.errors.SampleError` naming the manifest
+    line, the sample id, the field and the file. With ``skip_bad=True`` the sample is dropped from
+    the batch instead: a warning names it, and a record ``{"id", "modality", "file", "reason"}``
+    (plus ``"where"`` when known) is appended to :attr:`skipped` and to the batch's ``"skipped"``
+    list. Read the batch's list when batches are built in DataLoader worker processes, where
+    :attr:`skipped` of the copy in the main process stays empty. A batch in which every sample
+    fails raises a DataError listing them all."""
+
+    def __init__(self, config: ModelConfig, processors: Mapping[str, Any], train: bool = False,
+                 skip_bad: bool = False):
         self.config = config
         self.modalities = config.modality_names
         self.processors = dict(processors)
         self.train = train
+        self.skip_bad = skip_bad
+        self.skipped: list[dict[str, str]] = []
 
     def __call__(self, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        b = len(items)
-        present = torch.zeros((b, len(self.modalities)), dtype=torch.bool)
+        import torch
+
+        errors: list[SampleError] = []
+        good: list[tuple[Mapping[str, Any], dict[str, Any]]] = []
+        for it in items:
+            try:
+                good.append((it, self._load(it)))
+            except SampleError as e:
+                errors.append(self._failed(e))
         inputs: dict[str, dict[str, torch.Tensor]] = {}
-        for j, m in enumerate(self.modalities):
-            proc = self.processors[m]
-            loaded = []
-            for i, it in enumerate(items):
-                raw = it["fields"].get(m)
-                if raw is None:
-                    continue
-                loaded.append(proc.load(raw, str(it["id"]), self.train))
-                present[i, j] = True
-            if loaded:
-                inputs[m] = proc(loaded)
+        while good:
+            try:
+                inputs = self._process(good)
+                break
+            except _Culprits as c:
+                for i in sorted(c.errors, reverse=True):
+                    errors.append(self._failed(c.errors[i]))
+                    del good[i]
+        if not good and errors:
+            raise DataError(f"every sample of a batch ({len(items)}) failed to load:\n"
+                            + "\n".join(f"  {e}" for e in errors))
+        kept = [it for it, _ in good]
+        present = torch.zeros((len(kept), len(self.modalities)), dtype=torch.bool)
+        for i, (_, loaded) in enumerate(good):
+            for j, m in enumerate(self.modalities):
+                present[i, j] = m in loaded
+        records = [self._record(e) for e in errors]
         return {
-            "ids": [str(it["id"]) for it in items],
+            "ids": [str(it["id"]) for it in kept],
             "inputs": inputs,
             "present": present,
-            "labels": self._labels(items),
+            "labels": self._labels(kept),
+            "skipped": records,
         }
 
+    def _load(self, it: Mapping[str, Any]) -> dict[str, Any]:
+        sid, where = str(it["id"]), it.get("where")
+        out: dict[str, Any] = {}
+        for m in self.modalities:
+            raw = it["fields"].get(m)
+            if raw is None:
+                continue
+            try:
+                out[m] = self.processors[m].load(raw, sid, self.train)
+            except SampleError as e:
+                raise e.located(sid, m, where) from e
+            except DataError as e:  # a processor of one's own may raise a plain DataError
+                raise SampleError(str(e), sid, str(raw) if self._kind(m) != "text" else None, m, where) from e
+        return out
+
+    def _kind(self, m: str) -> str:
+        return getattr(self.processors[m], "kind", "")
+
+    def _process(self, good: list[tuple[Mapping[str, Any], dict[str, Any]]]) -> dict[str, Any]:
+        inputs = {}
+        for m in self.modalities:
+            rows = [(i, loaded[m]) for i, (_, loaded) in enumerate(good) if m in loaded]
+            if not rows:
+                continue
+            proc = self.processors[m]
+            try:
+                inputs[m] = proc([v for _, v in rows])
+            except Exception as batch_error:  # the processors' libraries raise many kinds
+                # find the samples that fail on their own; if none does, the batch is at fault
+                culprits = {}
+                for i, v in rows:
+                    try:
+                        proc([v])
+                    except Exception as e:
+                        it = good[i][0]
+                        raw = it["fields"].get(m)
+                        culprits[i] = SampleError(
+                            f"the {m} processor cannot take it: {type(e).__name__}: {e}", str(it["id"]),
+                            None if self._kind(m) == "text" else str(raw), m, it.get("where"))
+                if not culprits:
+                    raise DataError(f"cannot process the {m} inputs of a batch (ids "
+                                    f"{', '.join(str(good[i][0]['id']) for i, _ in rows)}): "
+                                    f"{type(batch_error).__name__}: {batch_error}") from batch_error
+                raise _Culprits(culprits) from batch_error
+        return inputs
+
+    def _failed(self, e: SampleError) -> SampleError:
+        """Raise ``e`` unless skipping; else warn, record it and return it."""
+        if not self.skip_bad:
+            raise e
+        log.warning("u2a: skipping sample %r (field '%s'%s): %s", e.sample_id, e.modality,
+                    f", file {e.file}" if e.file else "", e.reason)
+        self.skipped.append(self._record(e))
+        return e
+
+    @staticmethod
+    def _record(e: SampleError) -> dict[str, str]:
+        rec = {"id": str(e.sample_id), "modality": str(e.modality), "file": e.file or "", "reason": e.reason}
+        if e.where:
+            rec["where"] = str(e.where)
+        return rec
+
     def _labels(self, items: Sequence[Mapping[str, Any]]) -> torch.Tensor | None:
+        import torch
+
         labels = [it.get("label") for it in items]
         if any(lab is None for lab in labels):
             return None
@@ -263,13 +460,26 @@ class Collator:
         return torch.tensor(labels, dtype=torch.long)
 
 
-def build_collator(config: ModelConfig, train: bool = False, processors: Mapping[str, Any] | None = None) -> Collator:
+class _Culprits(Exception):
+    """Samples (by index in the batch) that the processor of a modality cannot take."""
+
+    def __init__(self, errors: dict[int, SampleError]):
+        super().__init__(f"{len(errors)} samples")
+        self.errors = errors
+
+
+def build_collator(config: ModelConfig, train: bool = False, processors: Mapping[str, Any] | None = None,
+                   skip_bad: bool = False) -> Collator:
+    """The Collator of a model config, with its encoders' processors (or ``processors``).
+    ``skip_bad``: drop samples that fail to load from their batch, warn and record them
+    (:attr:`Collator.skipped`, ``batch["skipped"]``) instead of raising."""
     procs = processors or {m.name: build_processor(m) for m in config.modalities}
-    return Collator(config, procs, train=train)
+    return Collator(config, procs, train=train, skip_bad=skip_bad)
 
 
 def move_batch(batch: Mapping[str, Any], device: torch.device | str) -> dict[str, Any]:
     """The batch with every tensor on ``device``."""
+    import torch
 
     def mv(x: Any) -> Any:
         if isinstance(x, torch.Tensor):
@@ -281,4 +491,4 @@ def move_batch(batch: Mapping[str, Any], device: torch.device | str) -> dict[str
     return {k: mv(v) for k, v in batch.items()}
 
 
-Processor = Callable[[Sequence[Any]], dict[str, torch.Tensor]]
+Processor = Callable[[Sequence[Any]], "dict[str, torch.Tensor]"]

@@ -4,8 +4,9 @@ Three on-disk layouts are read (``layout="auto"`` picks the one found in ``root`
 
 - ``arrow``: MAP's ``food101_{train,val,test}.arrow`` (columns ``image`` = encoded image bytes,
   ``text`` = a list holding one title, ``label`` = int, ``image_id``, ``split``), with the class
-  names from ``class_idx.json`` beside them when present (else ``class_<i>``). The images are
-  written out under ``out/images/<split>/``.
+  names from ``class_idx.json`` beside them when present, else Food-101's own class list
+  (:data:`FOOD101_CLASSES`). Where an ``image_id`` carries a class name (``apple_pie_123.jpg``) it
+  must be the name the label index gives. The images are written out under ``out/images/<split>/``.
 - ``mmbt``: MMBT's ``train.jsonl``, ``dev.jsonl`` (read as val), ``test.jsonl``, one JSON object
   per line with ``img`` (image path relative to ``root``), ``label`` (class name) and ``text``.
 - ``raw``: ``images/{train,test}/<class>/<file>.jpg`` with ``texts/{train,test}_titles.csv``
@@ -46,12 +47,34 @@ from u2a.io import atomic_dir
 
 LAYOUTS = ("auto", "arrow", "mmbt", "raw")
 NUM_CLASSES = 101
+#: The 101 classes of Food-101 (ETH Zurich; UPMC Food-101 uses the same), in the order of the
+#: original release's ``meta/classes.txt``: alphabetical, ``_`` before letters.
+FOOD101_CLASSES = (
+    "apple_pie", "baby_back_ribs", "baklava", "beef_carpaccio", "beef_tartare", "beet_salad",
+    "beignets", "bibimbap", "bread_pudding", "breakfast_burrito", "bruschetta", "caesar_salad",
+    "cannoli", "caprese_salad", "carrot_cake", "ceviche", "cheese_plate", "cheesecake",
+    "chicken_curry", "chicken_quesadilla", "chicken_wings", "chocolate_cake", "chocolate_mousse",
+    "churros", "clam_chowder", "club_sandwich", "crab_cakes", "creme_brulee", "croque_madame",
+    "cup_cakes", "deviled_eggs", "donuts", "dumplings", "edamame", "eggs_benedict", "escargots",
+    "falafel", "filet_mignon", "fish_and_chips", "foie_gras", "french_fries", "french_onion_soup",
+    "french_toast", "fried_calamari", "fried_rice", "frozen_yogurt", "garlic_bread", "gnocchi",
+    "greek_salad", "grilled_cheese_sandwich", "grilled_salmon", "guacamole", "gyoza", "hamburger",
+    "hot_and_sour_soup", "hot_dog", "huevos_rancheros", "hummus", "ice_cream", "lasagna",
+    "lobster_bisque", "lobster_roll_sandwich", "macaroni_and_cheese", "macarons", "miso_soup",
+    "mussels", "nachos", "omelette", "onion_rings", "oysters", "pad_thai", "paella", "pancakes",
+    "panna_cotta", "peking_duck", "pho", "pizza", "pork_chop", "poutine", "prime_rib",
+    "pulled_pork_sandwich", "ramen", "ravioli", "red_velvet_cake", "risotto", "samosa", "sashimi",
+    "scallops", "seaweed_salad", "shrimp_and_grits", "spaghetti_bolognese", "spaghetti_carbonara",
+    "spring_rolls", "steak", "strawberry_shortcake", "sushi", "tacos", "takoyaki", "tiramisu",
+    "tuna_tartare", "waffles",
+)
 #: MAP's val share of the original train split: 6,846 of 61,142 + 6,846
 VAL_FRACTION = 6846 / (61142 + 6846)
 MODALITIES = {"image": "image", "text": "text"}
 
 ARROW_LAYOUT = ("MAP's arrow files food101_{train,val,test}.arrow with columns image (encoded bytes), "
-                "text (list holding one title), label (int), image_id, split; class_idx.json beside them")
+                "text (list holding one title), label (int), image_id, split; class_idx.json beside them "
+                "(optional: else Food-101's own class list)")
 MMBT_LAYOUT = ("MMBT's train.jsonl, dev.jsonl, test.jsonl: one JSON object per line with img (image path "
                "relative to the folder), label (class name) and text")
 RAW_LAYOUT = ("images/{train,test}/<class>/<file>.jpg and texts/{train,test}_titles.csv "
@@ -100,8 +123,9 @@ def import_food101(
     cls = as_classes(classes)
     skipped: Counter[str] = Counter()
     with atomic_dir(out) as tmp:
+        class_names: dict[str, Any] = {}
         if layout == "arrow":
-            rows, cls, files = _read_arrow(root, tmp, cls, skipped, progress)
+            rows, cls, files, class_names = _read_arrow(root, tmp, cls, skipped, progress)
         elif layout == "mmbt":
             rows, cls, files = _read_mmbt(root, cls, skip_missing, skipped)
         else:
@@ -119,6 +143,7 @@ def import_food101(
             "image": ("written from the arrow files under images/" if layout == "arrow"
                       else "absolute paths to the source images"),
             "text": "the recipe page title",
+            **({"class_names": class_names} if class_names else {}),
         }, {"skipped": dict(skipped)})
     return out
 
@@ -174,10 +199,33 @@ def _class_idx(root: Path) -> list[str] | None:
     raise DataError(f"{p}: expected {what}")
 
 
+def _norm_class(name: str) -> str:
+    return "_".join(name.strip().lower().replace("-", " ").split())
+
+
+def _class_in_id(image_id: Any, known: dict[str, str]) -> str | None:
+    """The class an image id names (``apple_pie_123.jpg`` -> ``apple_pie``): the longest known name
+    (normalized: lower case, ``_`` for spaces) that the id's stem is or starts with, then ``_``."""
+    if image_id in (None, ""):
+        return None
+    stem = _norm_class(Path(str(image_id)).stem)
+    best = known.get(stem)
+    for i, ch in enumerate(stem):
+        if ch == "_" and stem[:i] in known and (best is None or i > len(_norm_class(best))):
+            best = known[stem[:i]]
+    return best
+
+
 def _read_arrow(root: Path, tmp: Path, cls: list[str] | None, skipped: Counter[str], progress: bool):
     from tqdm import tqdm
 
-    names = cls or _class_idx(root)
+    if cls is not None:
+        names, source = list(cls), "the class list given (--classes)"
+    elif (found := _class_idx(root)) is not None:
+        names, source = found, f"{root / 'class_idx.json'}"
+    else:
+        names, source = list(FOOD101_CLASSES), "Food-101's class list (no class_idx.json)"
+    known = {_norm_class(n): n for n in names}
     files: dict[str, str] = {}
     for s, cands in (("train", ["train"]), ("val", ["val", "dev"]), ("test", ["test"])):
         for c in cands:
@@ -189,7 +237,7 @@ def _read_arrow(root: Path, tmp: Path, cls: list[str] | None, skipped: Counter[s
             raise DataError(f"{root / f'food101_{s}.arrow'}: file not found; expected {ARROW_LAYOUT}")
     ids = _Ids(skipped)
     rows: dict[str, list[dict[str, Any]]] = {"train": [], "val": [], "test": []}
-    raw_labels: dict[str, list[int]] = {}
+    checked = 0
     for split, fname in files.items():
         path = root / fname
         (tmp / "images" / split).mkdir(parents=True, exist_ok=True)
@@ -201,6 +249,19 @@ def _read_arrow(root: Path, tmp: Path, cls: list[str] | None, skipped: Counter[s
                 where = f"{path}: row {row_no}"
                 if label is None or isinstance(label, bool) or not isinstance(label, int) or label < 0:
                     raise DataError(f"{where}: column 'label': expected a class index (int >= 0), got {label!r}")
+                if label >= len(names):
+                    hint = ("; put class_idx.json (class name -> index) beside the arrow files"
+                            if cls is None and source.startswith("Food-101") else "")
+                    raise DataError(f"{where}: column 'label': class index {label} is out of range for "
+                                    f"{source} ({len(names)} names){hint}")
+                named = _class_in_id(image_id, known)
+                if named is not None:
+                    if named != names[label]:
+                        raise DataError(
+                            f"{where}: image_id {image_id!r} names class {named!r}, but label {label} is "
+                            f"{names[label]!r} in {source}: the class list does not match the arrow files "
+                            "(give the class_idx.json these files were made with, or --classes in index order)")
+                    checked += 1
                 if isinstance(text, (list, tuple)):
                     text = next((t for t in text if isinstance(t, str) and t.strip()), None)
                 elif text is not None and not isinstance(text, str):
@@ -208,25 +269,14 @@ def _read_arrow(root: Path, tmp: Path, cls: list[str] | None, skipped: Counter[s
                 name = Path(str(image_id)).stem if image_id not in (None, "") else f"{split}_{row_no}"
                 sid = ids(safe_name(name), split)
                 rel = write_arrow_image(tmp, split, safe_name(sid), img, where)
-                rows[split].append({"id": sid, "label": label, "image": rel, "text": clean_text(text)})
+                rows[split].append({"id": sid, "label": names[label], "image": rel, "text": clean_text(text)})
                 bar.update()
         bar.close()
         if row_no == 0:
             raise DataError(f"{path}: no rows")
-        raw_labels[split] = [r["label"] for r in rows[split]]
-    top = max(max(v) for v in raw_labels.values())
-    if names is None:
-        if top >= NUM_CLASSES:
-            raise DataError(f"{root}: label index {top} is out of range for Food-101's {NUM_CLASSES} classes; "
-                            f"put class_idx.json (class name -> index) beside the arrow files")
-        names = [f"class_{i}" for i in range(NUM_CLASSES)]
-    elif top >= len(names):
-        raise DataError(f"{root}: label index {top} in the arrow files, but the class list "
-                        f"({'class_idx.json' if cls is None else 'classes'}) has {len(names)} names")
-    for rs in rows.values():
-        for r in rs:
-            r["label"] = names[r["label"]]
-    return rows, list(names), files
+    class_names = {"source": source, "rows_checked_against_image_id": checked,
+                   "rows": sum(len(r) for r in rows.values())}
+    return rows, list(names), files, class_names
 
 
 # --------------------------------------------------------------------------- MMBT jsonl
