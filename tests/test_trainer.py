@@ -210,3 +210,33 @@ def test_cli_train_resume_and_predict(tmp_path, capsys):
     rows = [json.loads(l) for l in preds.read_text().splitlines()]
     assert len(rows) == 6 and all(r["pred"] in ("red", "green", "blue") for r in rows)
     assert any(r["estimated"] for r in rows)
+
+
+def test_samples_that_fail_to_decode_are_counted_and_listed(tmp_path, encoder):
+    """data.skip_bad: the collator drops samples it cannot load and says so in batch["skipped"];
+    the trainer lists them in RUN/data.json and counts them in summary.json (an all-failed batch is
+    skipped, not trained on)."""
+    cfg = S.build_config(tmp_path, encoder, ["train.epochs=1", "train.log_every_steps=100"])
+
+    def collate(items):
+        bad = [it for it in items if it["id"] in ("t0003", "t0010")]
+        good = [it for it in items if it not in bad]
+        batch = S.collate(good) if good else {"ids": [], "inputs": {}, "present": torch.zeros(0, 2, dtype=torch.bool),
+                                               "labels": torch.zeros(0, dtype=torch.long)}
+        batch["skipped"] = [{"id": it["id"], "modality": "a", "file": f"/data/{it['id']}.png", "reason": "truncated"}
+                            for it in bad]
+        return batch
+
+    torch.manual_seed(0)
+    from u2a.methods import method_of
+
+    model = method_of(cfg.model).build_model(cfg.model)
+    cfg.run_dir.mkdir(parents=True)
+    (cfg.run_dir / "data.json").write_text(json.dumps({"sizes": {"train": 48}, "skipped_count": 0, "skipped": []}))
+    trainer = Trainer(cfg, model, {"train": S.SyntheticDataset(48, seed=1, prefix="t")}, collate, cfg.run_dir,
+                      eval_collate_fn=S.collate)
+    summary = trainer.train()
+    report = json.loads((cfg.run_dir / "data.json").read_text())
+    assert summary["skipped_samples"] == 2 and report["skipped_samples_count"] == 2
+    assert sorted(r["id"] for r in report["skipped_samples"]) == ["t0003", "t0010"]
+    assert summary["train_samples"] == 46

@@ -80,6 +80,9 @@ class LoraConfig:
     rank: int = 1
     alpha: float = 1.0
     dropout: float = 0.1
+    #: one dropout mask for the q, k and v adapters of a block, which read the same tensor (as a
+    #: fused qkv projection has); false: an independent mask per adapter (peft's default)
+    shared_dropout: bool = True
     #: regex overriding the adapter's own target pattern (advanced)
     targets: Optional[str] = None
 
@@ -209,6 +212,7 @@ MULTICLASS_METRICS = ("accuracy", "f1_macro", "loss")
 MULTILABEL_METRICS = ("f1_macro", "f1_micro", "f1_samples", "f1_weighted", "loss")
 
 
+ATTENTION = ("auto", "eager", "sdpa")
 #: which validation scores select the best epoch: the complete data ("complete"), the mean over
 #: the scenarios with one modality left alone ("missing"), or the mean over both ("all")
 SELECT_ON = ("complete", "missing", "all")
@@ -233,9 +237,12 @@ class TrainConfig:
     grad_clip: Optional[float] = None
     grad_accum: int = 1
     seed: int = 0
-    #: "bf16": autocast to bfloat16 (CPU and GPU; trainable weights and optimizer state stay fp32);
-    #: "fp16": GPU only
+    #: "bf16": autocast to bfloat16 (CPU and GPU; trainable weights and optimizer state stay fp32,
+    #: the frozen encoder matrices are held in bf16); "fp16": GPU only
     mixed_precision: str = "no"
+    #: the encoders' attention kernels: "eager" (matmul + softmax), "sdpa" (torch's fused kernels),
+    #: "auto": eager on CPU (its fused bf16 kernel is ~4x slower on short sequences), sdpa on GPU
+    attention: str = "auto"
     eval_every_epochs: int = 1
     select_metric: str = "accuracy"
     #: validation scenarios averaged for selection: complete, missing (each modality alone), all
@@ -270,6 +277,7 @@ class TrainConfig:
         _check(self.seed >= 0, "train.seed", f"must be >= 0, got {self.seed}")
         _check(self.mixed_precision in MIXED_PRECISION, "train.mixed_precision",
                f"must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+        _check(self.attention in ATTENTION, "train.attention", f"must be one of {ATTENTION}, got {self.attention!r}")
         _check(self.select_on in SELECT_ON, "train.select_on", f"must be one of {SELECT_ON}, got {self.select_on!r}")
         _check(self.eval_every_epochs >= 1, "train.eval_every_epochs", f"must be >= 1, got {self.eval_every_epochs}")
         _check(self.select_metric in SELECT_METRICS, "train.select_metric",

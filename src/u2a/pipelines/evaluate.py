@@ -127,6 +127,9 @@ def evaluate_models(
         t0 = time.time()
         dev = "cuda" if torch.cuda.is_available() else "cpu"
         model.to(dev)
+        from u2a.model.runtime import configure
+
+        configure(model, cfg.train.attention, cfg.train.mixed_precision, dev)
         collate = build_collator(model.config, train=False)
         enc = encode_split(model, datasets[split], collate, batch_size=batch_size, device=dev,
                            desc=f"{split} {label}", progress=progress, autocast_dtype=autocast)

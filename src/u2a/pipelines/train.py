@@ -72,8 +72,8 @@ def train_run(
     splits = datasets if score_test else {k: v for k, v in datasets.items() if k != "test"}
     trainer = Trainer(
         cfg, model, splits,
-        collate_fn=build_collator(cfg.model, train=True),
-        eval_collate_fn=build_collator(cfg.model, train=False),
+        collate_fn=build_collator(cfg.model, train=True, skip_bad=cfg.data.skip_bad),
+        eval_collate_fn=build_collator(cfg.model, train=False, skip_bad=cfg.data.skip_bad),
         run_dir=run_dir, accelerator=accelerator,
     )
     summary = trainer.train(resume=resume)

@@ -139,9 +139,14 @@ class Trainer:
         self.method = method_of(cfg.model)
         self.method.check_run(cfg)
         self.prepare_lines: list[str] = []
+        # how the encoders run: attention kernel, bf16 frozen matrices (train.attention, mixed_precision)
+        from u2a.model.runtime import configure
+
+        model.to(self.accelerator.device)
+        self.runtime = configure(model, tc.attention, tc.mixed_precision, self.accelerator.device)
+        self.skipped_samples: list[dict[str, Any]] = []  # data.skip_bad: samples that failed to decode
         # before the optimizer exists: statistics the method needs (deterministic, also on resume)
         with torch.no_grad(), self.accelerator.autocast():
-            model.to(self.accelerator.device)
             self.prepared = self.method.prepare(model, self.datasets["train"], eval_collate_fn or collate_fn, cfg,
                                                 self._say) or {}
 
@@ -440,6 +445,10 @@ class Trainer:
             window_samples = 0
             i = skip
             for i, batch in enumerate(loader, start=skip):
+                if batch.get("skipped"):
+                    self.skipped_samples.extend(batch["skipped"])
+                if not batch["ids"]:
+                    continue  # every sample of this batch failed to decode (data.skip_bad)
                 group_start = (i // ga) * ga
                 group = min(ga, n_batches - group_start)
                 sync = (i + 1 - group_start) == group
@@ -535,6 +544,30 @@ class Trainer:
                      f", val {tc.select_metric} {val.get(tc.select_metric):.4f}" if val else "")
         self.save_checkpoint("epoch")
 
+    def _report_skipped(self, summary: dict[str, Any]) -> None:
+        """Samples dropped because they failed to decode (data.skip_bad), from every process: counted
+        in summary.json and listed in RUN/data.json."""
+        acc = self.accelerator
+        records = self.skipped_samples
+        if acc.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            records = [r for part in gather_object([records]) for r in part]
+        if not records:
+            return
+        from u2a.data.datasets import merge_skipped
+
+        path = self.run_dir / "data.json"
+        if self.is_main:
+            report = json.loads(path.read_text()) if path.is_file() else {}
+            report = merge_skipped(report, records)
+            atomic_write_json(path, report)
+            summary["skipped_samples"] = report.get("skipped_samples_count", len(records))
+            import sys
+
+            print(f"u2a: skipped {summary['skipped_samples']} samples that failed to load (data.skip_bad); "
+                  f"listed in {path}", file=sys.stderr)
+
     def _finish(self, elapsed: float, samples_seen: int) -> dict[str, Any]:
         acc = self.accelerator
         total, learnable = self.unwrapped.count_parameters()
@@ -558,8 +591,10 @@ class Trainer:
             "resumed_from": self.resumed_from,
             "mixed_precision": self.tc.mixed_precision,
         }
+        summary["runtime"] = self.runtime
         if self.prepared:
             summary["prepare"] = self.prepared
+        self._report_skipped(summary)
         if "test" in self.eval_loaders and (self.run_dir / BEST_DIR).is_dir():
             # the test split is scored once, with the model selected on validation
             acc.wait_for_everyone()

@@ -2,9 +2,8 @@
 well any estimate of a given form can do at best.
 
 An MT(s->t) output leaves the *source* encoder through its final LayerNorm, so it lies on that
-norm's affine manifold ``{gamma_s * z + beta_s : mean(z) = 0, |z|^2 <= d}`` (``z`` the
-parameter-free normalisation of the pre-norm state; the epsilon makes every norm up to ``sqrt(d)``
-reachable). When the target's CLS outputs lie far from that manifold, no amount of training brings
+norm's affine manifold ``{gamma_s * z + beta_s : mean(z) = 0, |z|^2 = d}`` (``z`` the
+parameter-free normalisation of the pre-norm state). When the target's CLS outputs lie far from that manifold, no amount of training brings
 the paper's estimate closer than :func:`reachable_floor`; a constant (the mean target CLS) may do
 better. The ``target_norm`` and ``residual`` outputs (:mod:`u2a.methods.u2a.config`) move the
 estimate onto the target's own manifold, or anchor it at the mean.
@@ -29,43 +28,51 @@ def pair_key(source: str, target: str) -> str:
 
 
 @torch.no_grad()
-def reachable_floor(gamma: torch.Tensor, beta: torch.Tensor, targets: torch.Tensor, iters: int = 100) -> torch.Tensor:
+def reachable_floor(gamma: torch.Tensor, beta: torch.Tensor, targets: torch.Tensor, iters: int = 200) -> torch.Tensor:
     """Per target row y: ``min over z`` of ``mean((gamma * z + beta - y) ** 2)`` subject to
-    ``sum(z) = 0`` and ``|z|^2 <= d`` - the best MSE per dimension that an output of a LayerNorm
-    with scale ``gamma`` and shift ``beta`` can have from y.
+    ``sum(z) = 0`` and ``|z|^2 = d`` - the best MSE per dimension that an output of a LayerNorm with
+    scale ``gamma`` and shift ``beta`` can have from y. (The norm's epsilon lets ``|z|`` shrink only
+    for pre-norm states whose variance across dimensions is below epsilon, 1e-6 or less; trained
+    encoders do not produce those, so the sphere is the reachable set.)
 
-    The problem is convex (a quadratic over a ball cut by a hyperplane through its centre). With
-    ``w = y - beta`` the optimum is ``z_i = (gamma_i w_i - nu) / (gamma_i^2 + lam)``, ``nu`` making
-    ``sum(z) = 0`` and ``lam >= 0`` the smallest value with ``|z|^2 <= d`` (found by bisection;
-    the norm decreases in ``lam``)."""
+    In an orthonormal basis Q of the hyperplane ``sum(z) = 0`` (z = Q u) this is a trust-region
+    subproblem with an equality constraint: minimise ``|G Q u - w|^2`` (G = diag(gamma),
+    w = y - beta) over ``|u|^2 = d``. With A = Q^T G^2 Q = V diag(l) V^T and c = V^T Q^T G w, the
+    global minimiser is ``u = V c / (l + lam)`` with ``lam > -min(l)`` the root of
+    ``sum(c^2 / (l + lam)^2) = d`` (decreasing in lam; found by bisection)."""
     g = gamma.double().flatten()
-    w = (targets.double() - beta.double()).reshape(-1, g.numel())
     d = g.numel()
+    w = (targets.double() - beta.double()).reshape(-1, d)
+    # orthonormal basis of {z : sum(z) = 0}: the last d-1 columns of a Householder-like QR
+    ones = torch.ones(d, 1, dtype=torch.float64) / d ** 0.5
+    q_full, _ = torch.linalg.qr(torch.cat([ones, torch.eye(d, dtype=torch.float64)[:, : d - 1]], dim=1))
+    q = q_full[:, 1:]  # (d, d-1)
+    a = q.T @ ((g ** 2).unsqueeze(1) * q)  # Q^T G^2 Q
+    lam_eig, v = torch.linalg.eigh(a)
+    c = (w * g) @ q @ v  # (n, d-1)
+    lmin = float(lam_eig.min())
 
-    def solve(lam: torch.Tensor) -> torch.Tensor:
-        den = g.unsqueeze(0) ** 2 + lam.unsqueeze(1)  # (n, d)
-        inv = 1.0 / den
-        nu = (g * w * inv).sum(1, keepdim=True) / inv.sum(1, keepdim=True)
-        return (g * w - nu) * inv
+    def norm2(lam: torch.Tensor) -> torch.Tensor:
+        return ((c / (lam_eig + lam.unsqueeze(1))) ** 2).sum(1)
 
-    eps = torch.full((w.shape[0],), 1e-12, dtype=torch.float64)
-    z = solve(eps)
-    over = (z ** 2).sum(1) > d
-    if over.any():
-        lo = torch.zeros_like(eps)
-        hi = torch.ones_like(eps)
-        while True:  # grow hi until the norm fits for every row that needs it
-            zz = solve(hi)
-            bad = over & ((zz ** 2).sum(1) > d)
-            if not bad.any():
-                break
-            hi = torch.where(bad, hi * 4, hi)
-        for _ in range(iters):
-            mid = (lo + hi) / 2
-            fits = (solve(mid) ** 2).sum(1) <= d
-            hi = torch.where(fits, mid, hi)
-            lo = torch.where(fits, lo, mid)
-        z = torch.where(over.unsqueeze(1), solve(hi), z)
+    n = w.shape[0]
+    span = max(float(lam_eig.max()) - lmin, 1.0)
+    lo = torch.full((n,), -lmin + 1e-12 * span, dtype=torch.float64)
+    hi = torch.full((n,), -lmin + span, dtype=torch.float64)
+    while True:  # grow hi until the norm is below d for every row
+        big = norm2(hi) > d
+        if not big.any():
+            break
+        hi = torch.where(big, -lmin + (hi + lmin) * 4, hi)
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        above = norm2(mid) > d
+        lo = torch.where(above, mid, lo)
+        hi = torch.where(above, hi, mid)
+    lam = (lo + hi) / 2
+    u = c / (lam_eig + lam.unsqueeze(1))
+    u = u * (d / (u ** 2).sum(1, keepdim=True)).sqrt()  # on the sphere exactly (hard-case guard)
+    z = u @ v.T @ q.T
     return ((g * z - w) ** 2).mean(1).to(targets.dtype)
 
 
