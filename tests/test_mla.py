@@ -213,7 +213,8 @@ def test_training_step_projects_the_gradient_for_real_and_is_off_when_disabled(e
     on, model_on, losses = _one_step(encoder, tmp_path / "on", True, preset)
     off, model_off, _ = _one_step(encoder, tmp_path / "off", False, preset)
     assert len(on) == len(off) == 2  # one optimizer step per modality
-    assert set(losses) == {"loss", "task/a", "task/b"}
+    assert set(losses) == {"loss", "task/a", "task/b", "projector/kept"}
+    assert float(losses["projector/kept"]) < float(preset.diagonal().mean())
     # the first step (modality a) starts from the same state: the gradient the optimizer saw is the
     # plain one times the preset projector
     torch.testing.assert_close(on[0], off[0] @ preset, atol=1e-6, rtol=0)
@@ -319,7 +320,9 @@ def test_training_through_the_trainer_and_exact_resume(encoder, tmp_path):
     assert summary["global_steps"] == 10 and summary["best_epoch"] in (1, 2)
     records = read_metrics(cfg.run_dir)
     steps = [r for r in records if r["type"] == "step"]
-    assert steps and all({"loss", "task/a", "task/b"} <= set(r) for r in steps)
+    assert steps and all({"loss", "task/a", "task/b", "projector/kept"} <= set(r) for r in steps)
+    kept = [r["projector/kept"] for r in steps]
+    assert kept == sorted(kept, reverse=True) and kept[-1] < 1.0
     assert [r["epoch"] for r in records if r["type"] == "epoch"] == [1, 2]
     ck = load_file(str(cfg.run_dir / "checkpoints" / "epoch-0002" / "trainable.safetensors"))
     assert "projector" in ck and not torch.allclose(ck["projector"], torch.eye(32))

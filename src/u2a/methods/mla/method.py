@@ -12,6 +12,10 @@ Per batch, each modality in config order:
    ``alpha = model.mla.alpha * model.mla.alpha_decay ** progress``: the next step (the next
    modality, or the first one of the next batch) is projected away from it.
 
+The step returns ``loss`` (the sum over modalities), ``task/<modality>`` and, as a diagnostic,
+``projector/kept`` = trace(P) / D (1: the identity; towards 0 as the stored features span the
+head's input space and its weight gradient is projected away).
+
 Each modality's loss is the mean over the samples of *all* processes that have it (the local sum is
 scaled by ``processes / global count``, so that DDP's gradient average is that mean), and ``r`` is
 the mean over all processes: N processes train exactly as one process with the global batch.
@@ -93,4 +97,7 @@ class MLAMethod(Method):
                 model.update_projector(feat_sum / n, alpha)
             losses[f"task/{m}"] = loss.detach().float().cpu()
         losses["loss"] = torch.stack([losses[f"task/{m}"] for m in model.modalities]).sum()
+        # not a loss: how much of the head's input space the projector still lets through
+        # (trace(P) / D: 1 = identity, 0 = every direction stored)
+        losses["projector/kept"] = model.projector.diagonal().double().mean().float().cpu()
         return losses
