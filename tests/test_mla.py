@@ -4,7 +4,6 @@ save/load, and training and resuming through the real Trainer."""
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
@@ -19,7 +18,7 @@ from u2a.methods import get_method
 from u2a.methods.base import load_model
 from u2a.methods.mla.config import MLAConfig
 from u2a.methods.mla.model import MLAModel, fusion_weights, prediction_entropy
-from u2a.train.trainer import Trainer, load_summary, read_metrics
+from u2a.train.trainer import read_metrics
 
 VOLATILE = {"samples_per_s", "train_time_s", "time", "run_dir", "resumed_from", "train_samples"}
 
