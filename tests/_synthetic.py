@@ -128,6 +128,66 @@ def run_training(cfg, n_train: int = 48, n_val: int = 7, n_test: int = 0, missin
     return trainer.train(resume=resume)
 
 
+class LocalAccelerator:
+    """What a method's training step uses of an Accelerator, for one process without accelerate
+    (unit tests of ``Method.train_step`` outside the Trainer)."""
+
+    num_processes = 1
+    process_index = 0
+    device = torch.device("cpu")
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def autocast(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def reduce(self, tensor: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+        return tensor.clone()
+
+
+def step_context(model, cfg, optimizer=None, epoch: int = 0, batch_index: int = 0, progress: float = 0.0,
+                 seed: int = 0, on_step=None):
+    """A :class:`~u2a.methods.base.StepContext` for ``model`` in one process. With ``optimizer``,
+    ``ctx.optimizer_step()`` calls ``on_step(model)`` (if given, before stepping), steps it and zeroes
+    the gradients."""
+    from u2a.methods.base import StepContext
+
+    def step() -> None:
+        if on_step is not None:
+            on_step(model)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    g = torch.Generator().manual_seed(seed)
+    return StepContext(model=model, unwrapped=model, accelerator=LocalAccelerator(), cfg=cfg, epoch=epoch,
+                       batch_index=batch_index, group=1, generator=g, progress=progress,
+                       optimizer_step_fn=step if optimizer is not None else None)
+
+
+def cut_run_at(src: str | Path, dst: str | Path, checkpoint: str) -> Path:
+    """A copy of the run folder ``src`` as it would be had the run been killed right after writing
+    ``checkpoints/<checkpoint>``: later checkpoints and the summary are gone (the Trainer truncates
+    metrics.jsonl to the checkpoint's length when it resumes)."""
+    import shutil
+
+    from u2a.train import checkpoint as ck
+
+    src, dst = Path(src), Path(dst)
+    shutil.copytree(src, dst)
+    names = [p.name for p in ck.list_checkpoints(dst)]
+    if checkpoint not in names:
+        raise FileNotFoundError(f"{src} has no checkpoint {checkpoint}; it has {names}")
+    cut = ck.list_checkpoints(dst)
+    order = [p.name for p in cut]
+    for p in cut[order.index(checkpoint) + 1:]:
+        shutil.rmtree(p)
+    (dst / "summary.json").unlink(missing_ok=True)
+    return dst
+
+
 def main(argv: list[str] | None = None) -> int:
     from u2a.config import load_run_config
 

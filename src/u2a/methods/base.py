@@ -402,6 +402,17 @@ class StepContext:
     def autocast(self):
         return self.accelerator.autocast()
 
+    @property
+    def num_processes(self) -> int:
+        return int(self.accelerator.num_processes)
+
+    def sum_over_processes(self, value: torch.Tensor) -> torch.Tensor:
+        """``value`` summed over every process (itself with one process): e.g. sample counts, so
+        that a loss averaged over the samples of all processes is the same with 1 or N of them."""
+        if self.num_processes == 1:
+            return value
+        return self.accelerator.reduce(value.to(self.accelerator.device), reduction="sum")
+
 
 class Method:
     """A training method: how its model is built, optimised and stepped.

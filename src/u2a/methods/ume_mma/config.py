@@ -21,13 +21,16 @@ class UMEMMAConfig:
 
     #: share of train.epochs spent in stage 1 (uni-modal adaptation); the rest is stage 2
     stage1_fraction: float = 0.5
-    #: stage-2 fusion: "linear" (a linear layer on the concatenated per-modality features, a missing
-    #: branch contributes nothing) or "logit_mean" (the mean of the available branches' logits,
-    #: nothing learned in stage 2)
+    #: stage-2 fusion: "linear" (a linear layer on the concatenated per-modality CLS features; a
+    #: missing branch's features are zero, i.e. it contributes nothing) or "logit_mean" (the mean of
+    #: the available branches' stage-1 head logits; stage 2 then trains those heads on the mean)
     fusion: str = "linear"
+    #: "linear": start stage 2 from the sum of the stage-1 heads (weight blocks and biases), so that
+    #: the fusion starts as the uni-modal ensemble; False: the layer's random initialisation
+    init_fusion_from_heads: bool = True
     #: stage 2, per complete training sample: probability of dropping one modality (uniformly chosen)
     drop_prob: float = 0.5
-    #: also adapt the encoders (their LoRA) in stage 2; False freezes them after stage 1
+    #: also adapt the encoders (their LoRA and CLS tokens) in stage 2; False freezes them after stage 1
     train_encoders_in_stage2: bool = False
 
     def __post_init__(self) -> None:
@@ -35,3 +38,10 @@ class UMEMMAConfig:
               f"must be in (0, 1), got {self.stage1_fraction}")
         check(self.fusion in FUSIONS, "model.ume_mma.fusion", f"must be one of {FUSIONS}, got {self.fusion!r}")
         check(0 <= self.drop_prob <= 1, "model.ume_mma.drop_prob", f"must be in [0, 1], got {self.drop_prob}")
+
+    def stage1_epochs(self, epochs: int) -> int:
+        """Epochs of stage 1 out of ``epochs``: ``stage1_fraction x epochs`` rounded half up, at
+        least 1 and at most ``epochs - 1`` (0 when ``epochs < 2``: there is no room for two stages)."""
+        if epochs < 2:
+            return 0
+        return min(max(int(self.stage1_fraction * epochs + 0.5), 1), epochs - 1)
