@@ -193,7 +193,7 @@ TABLE_TITLES = {
     "table4_absent": "One modality absent for every sample (Table 4)",
     "fig2_sweep": "Robustness sweep (Figure 2)",
     "fig5_per_class": "Per-class performance by available modality (Figures 5-6)",
-    "fig3_mask_tokens": "Per-class performance with and without mask tokens (Figure 3)",
+    "fig3_mask_tokens": "Per-class performance of each model with one modality absent (Figure 3: with and without mask tokens)",
     "fig4_mse": "Per-class MSE between mask-token estimates and real CLS features (Figure 4)",
     "methods": "Methods: learnable parameters, training time, validation score",
 }
