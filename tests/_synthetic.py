@@ -239,3 +239,22 @@ def write_text_manifests(folder: str | Path, sizes=(("train", 48), ("val", 7), (
             lines.append(json.dumps(rec))
         (folder / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
     return folder
+
+
+def write_cli_config(tmp: str | Path, name: str = "cli", epochs: int = 1, **train: Any) -> Path:
+    """A tiny BERT with its tokenizer, train/val/test text manifests and a run config YAML for the
+    ``u2a`` command (`u2a train CONFIG`), all under ``tmp``; the run folder is ``tmp/runs/NAME``."""
+    import yaml
+
+    tmp = Path(tmp)
+    enc = make_tiny_bert(tmp / "bert")
+    make_tiny_tokenizer(tmp / "bert")
+    data = write_text_manifests(tmp / "data")
+    cfg = {"name": name, "output_dir": str(tmp / "runs"), "model": model_section(enc),
+           "data": {"manifest": str(data)},
+           "train": {"epochs": epochs, "batch_size": 8, "lr": 5e-2, "tensorboard": False, "progress": False, **train}}
+    for m in cfg["model"]["modalities"]:
+        m["max_length"] = 8
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path

@@ -30,10 +30,10 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from u2a.errors import ModelError
-from u2a.io import atomic_dir, atomic_write_json, is_complete_dir
+from u2a.io import atomic_dir, atomic_write_json, atomic_write_safetensors, is_complete_dir, remove_dir
 
 FORMAT = 1
 CKPT_DIR = "checkpoints"
@@ -143,13 +143,13 @@ def save_checkpoint(
     """
     folder = Path(folder)
     with atomic_dir(folder) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in trainable.items()}, str(tmp / "trainable.safetensors"))
+        atomic_write_safetensors(tmp / "trainable.safetensors", trainable)
         opt_t, opt_meta = flatten_optimizer_state(optimizer_state)
-        save_file(opt_t, str(tmp / "optimizer.safetensors"))
+        atomic_write_safetensors(tmp / "optimizer.safetensors", opt_t)
         atomic_write_json(tmp / "optimizer.json", opt_meta)
         atomic_write_json(tmp / "scheduler.json", _json_safe(scheduler_state))
         rng_t = {f"rank{r}.{k}": v.cpu().contiguous() for r, s in enumerate(rng_states) for k, v in s["tensors"].items()}
-        save_file(rng_t, str(tmp / "rng.safetensors"))
+        atomic_write_safetensors(tmp / "rng.safetensors", rng_t)
         atomic_write_json(tmp / "rng.json", [{k: v for k, v in s.items() if k != "tensors"} for s in rng_states])
         files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir()) if p.is_file()}
         atomic_write_json(tmp / "state.json", {"format": FORMAT, **state, "num_rng_states": len(rng_states), "files": files})
@@ -255,10 +255,10 @@ def prune_checkpoints(run_dir: str | Path, keep_last: int, keep: Sequence[str | 
     removed = []
     for p in ckpts:
         if p.name not in protect:
-            shutil.rmtree(p, ignore_errors=True)
+            remove_dir(p)  # renamed aside first: never seen half-deleted under its name
             removed.append(p)
     if root.is_dir():
         for p in root.iterdir():
-            if p.name.startswith(".") and p.name.endswith(".partial"):
+            if p.name.startswith(".") and (p.name.endswith(".partial") or p.name.endswith(".old")):
                 shutil.rmtree(p, ignore_errors=True)
     return removed

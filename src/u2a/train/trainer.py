@@ -29,7 +29,7 @@ from u2a.config import RunConfig
 from u2a.errors import ConfigError, DataError, ModelError
 from u2a.evaluation.metrics import compute_metrics, is_better, scalar_metrics
 from u2a.evaluation.predict import check_counted_once, predict_scenarios, validation_scenarios
-from u2a.io import atomic_dir, atomic_write_json
+from u2a.io import atomic_dir, atomic_write_json, oserror_names, remove_dir
 from u2a.methods import method_of
 from u2a.methods.base import StepContext
 from u2a.train import checkpoint as ckpt_lib
@@ -199,7 +199,7 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         if not self.is_main:
             return
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
+        with oserror_names(self.metrics_path), open(self.metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
         if self._tb is not None:
