@@ -75,9 +75,30 @@ def _quiet_libraries() -> None:
         pass
 
 
+def _plain_warnings() -> None:
+    """u2a's own warnings (:class:`~u2a.errors.U2AWarning`) as one line each, ``u2a: warning: ...``."""
+    import warnings
+
+    from u2a.errors import U2AWarning
+
+    shown = warnings.showwarning
+    if getattr(shown, "u2a_plain", False):
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if isinstance(category, type) and issubclass(category, U2AWarning):
+            print(f"u2a: warning: {message}", file=file or sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    show.u2a_plain = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     _quiet_libraries()
+    _plain_warnings()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -241,6 +241,96 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return sorted(found, key=key)
 
 
+def _damage(folder: Path) -> str | None:
+    """None for a checkpoint whose files all match its state.json, else what is wrong."""
+    try:
+        verify_checkpoint(folder)
+    except ModelError as e:
+        return str(e)
+    return None
+
+
+def _is_older(name: str, than: dict[str, Any], than_name: str) -> bool:
+    """Whether the checkpoint named ``name`` (whose own state cannot be read) was written before
+    the one whose state is ``than``: its name says where it was (``step-N``: after N optimizer
+    steps; ``epoch-E``: after E epochs)."""
+    m = _NAME_RE.match(name)
+    if not m:
+        return True
+    kind, number = m.group(1), int(m.group(2))
+    if kind == "step":
+        step = int(than.get("global_step", 0))
+        return number < step or (number == step and than_name.startswith("epoch"))
+    return number <= int(than.get("epoch", 0))
+
+
+def resume_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint to resume ``run_dir`` from: the newest one, checked against the sizes and
+    SHA-256 in its ``state.json``. None when the run has no complete checkpoint.
+
+    A damaged newest checkpoint is never skipped silently: a ModelError names it, what is wrong
+    and the newest intact one (delete the damaged folder to resume from that one). A damaged
+    checkpoint older than the one used is ignored with a warning."""
+    import warnings
+
+    from u2a.errors import U2AWarning
+
+    ckpts = list_checkpoints(run_dir)  # complete ones, oldest first
+    if not ckpts:
+        return None
+    readable: list[Path] = []
+    unreadable: list[tuple[Path, str]] = []  # no usable state.json: placed by their names
+    for p in ckpts:
+        try:
+            st = json.loads((p / "state.json").read_text())
+            if not isinstance(st, dict):
+                raise ValueError("not a JSON object")
+            readable.append(p)
+        except (OSError, ValueError) as e:
+            unreadable.append((p, f"checkpoint file {p / 'state.json'} is missing, corrupt or truncated ({e})"))
+    chosen: Path | None = None
+    newer: list[tuple[Path, str]] = []
+    for p in reversed(readable):
+        why = _damage(p)
+        if why is None:
+            chosen = p
+            break
+        newer.append((p, why))
+    state = json.loads((chosen / "state.json").read_text()) if chosen is not None else {}
+    older: list[tuple[Path, str]] = []
+    for p, why in unreadable:
+        (older if chosen is not None and _is_older(p.name, state, chosen.name) else newer).append((p, why))
+    if chosen is None:
+        _, why = newer[0]
+        raise ModelError(f"no intact checkpoint in {Path(run_dir) / CKPT_DIR} to resume from: {why} "
+                         f"(delete the damaged checkpoint folders to start over, or train anew with --overwrite)")
+    if newer:
+        p, why = newer[0]
+        raise ModelError(f"the newest checkpoint {p} is damaged: {why}; delete {p} to resume from "
+                         f"{chosen} (epoch {state.get('epoch')}, step {state.get('global_step')}), "
+                         "the newest intact one")
+    for p, why in older:
+        warnings.warn(f"ignoring the damaged older checkpoint {p}: {why}; resuming from {chosen}",
+                      U2AWarning, stacklevel=2)
+    return chosen
+
+
+def check_fresh_start(run_dir: str | Path) -> None:
+    """Refuse to start a run from the beginning on ``--resume`` when its folder holds a trained
+    model or a summary (they would be replaced); a run that stopped before its first checkpoint
+    has neither and starts again."""
+    from u2a.errors import ConfigError
+
+    run_dir = Path(run_dir)
+    held = [n for n in ("best", "summary.json") if (run_dir / n).exists()]
+    if held:
+        raise ConfigError(
+            f"--resume {run_dir}: there is no checkpoint to resume from, but the folder holds "
+            f"{' and '.join(held)} of a trained run that starting again would replace; keep it, or train anew "
+            f"with `u2a train {run_dir / 'config.yaml'} --overwrite`"
+        )
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     ckpts = list_checkpoints(run_dir)
     return ckpts[-1] if ckpts else None
