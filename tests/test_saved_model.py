@@ -1,5 +1,6 @@
 """A saved model (best/, save_pretrained) is checked when it is loaded: the sizes and SHA-256 of its
-files, and the class list its weights were trained with."""
+files, and the class list its weights were trained with. Loading prints no transformers load
+report for the weights an encoder leaves out on purpose, and warns about any others."""
 
 from __future__ import annotations
 
@@ -114,3 +115,47 @@ def test_a_folder_saved_without_a_manifest_loads_with_a_warning(saved, tmp_path)
     with pytest.warns(U2AWarning, match="saved by an older u2a, without the sizes and SHA-256 of its files"):
         loaded = load_model(old)
     assert torch.equal(_outputs(loaded), _outputs(model))
+
+
+@pytest.fixture
+def transformers_log():
+    """What transformers logs, at its default verbosity (as a Python user has it; the `u2a` command
+    lowers it): the messages, collected from its root logger."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()
+    messages: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    root = logging.getLogger("transformers")
+    root.addHandler(handler)
+    yield messages
+    root.removeHandler(handler)
+    hf_logging.set_verbosity(level)
+
+
+def test_loading_prints_no_load_report_for_the_unused_pooler(saved, transformers_log):
+    folder, _ = saved
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_model(folder)
+    assert not [m for m in transformers_log if "LOAD REPORT" in m or "UNEXPECTED" in m]
+
+
+def test_unexpected_weights_beyond_the_known_ones_are_still_reported(tmp_path, transformers_log):
+    """A checkpoint with weights the encoder does not know (other than a pooler or a pretraining
+    head) is not silenced: u2a warns, naming them."""
+    from safetensors.torch import load_file, save_file
+
+    from u2a.encoders import build_encoder
+
+    enc = S.make_tiny_bert(tmp_path / "bert")
+    weights = load_file(str(enc / "model.safetensors"))
+    weights["adapter.extra.weight"] = torch.zeros(3)
+    save_file(weights, str(enc / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.warns(U2AWarning, match=r"holds 1 weight the bert encoder does not use: adapter\.extra\.weight"):
+        build_encoder(str(enc))
+    assert not [m for m in transformers_log if "LOAD REPORT" in m]

@@ -62,14 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _quiet_libraries() -> None:
-    """transformers' load reports and progress bars bury u2a's own output; keep its errors."""
+    """transformers' progress bars bury u2a's own output. Its warnings stay: the load reports of
+    weights an encoder leaves out on purpose are held back where the encoders are loaded
+    (:func:`u2a.encoders.base.load_checked`), so what it still says is worth reading."""
     import os
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
     except ImportError:  # pragma: no cover
         pass
