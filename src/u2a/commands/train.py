@@ -18,10 +18,11 @@ from u2a.errors import ConfigError, DataError, ModelError
 def run_train(args: argparse.Namespace) -> int:
     from u2a.config import load_run_config
     from u2a.pipelines.train import train_run
-    from u2a.train import checkpoint as ck
     from u2a.train.trainer import make_accelerator
 
     overrides = list(args.overrides or [])
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume continues a run and --overwrite replaces it: give one of them")
     if args.resume:
         run_dir = Path(args.resume)
         if args.config is not None:
@@ -35,28 +36,16 @@ def run_train(args: argparse.Namespace) -> int:
             raise ConfigError("give a CONFIG file, or --resume RUN_DIR")
         cfg = load_run_config(args.config, overrides)
         run_dir = cfg.run_dir
-        if ck.list_checkpoints(run_dir) and not args.overwrite:
-            raise ConfigError(
-                f"{run_dir} already holds a run; continue it with `u2a train --resume {run_dir}`, "
-                "start over with --overwrite, or pick another name (name=...)"
-            )
     if args.no_progress:
         cfg.train.progress = False
     if args.skip_bad:
         cfg.data.skip_bad = True
 
     accelerator = make_accelerator(cfg)
-    is_main = accelerator.is_main_process
-    if args.overwrite and not args.resume and is_main:
-        import shutil
-
-        for name in ("checkpoints", "best", "tb"):
-            shutil.rmtree(run_dir / name, ignore_errors=True)
-        for name in ("summary.json", "metrics.jsonl"):
-            (run_dir / name).unlink(missing_ok=True)
-    accelerator.wait_for_everyone()
-    result = train_run(cfg, run_dir, accelerator=accelerator, resume=bool(args.resume))
-    if is_main:
+    # the run folder is locked while training; --overwrite replaces the old run only once the new
+    # one has read its data and built its model (see u2a.pipelines.train.train_run)
+    result = train_run(cfg, run_dir, accelerator=accelerator, resume=bool(args.resume), overwrite=args.overwrite)
+    if accelerator.is_main_process:
         print(json.dumps(result.summary, indent=2))
     return 0
 
