@@ -331,6 +331,25 @@ def check_fresh_start(run_dir: str | Path) -> None:
         )
 
 
+def remove_leftovers(run_dir: str | Path) -> None:
+    """Delete what interrupted writes of a run leave behind (call on the main process, with the run
+    locked): hidden ``.best.*.partial`` / ``.old`` folders, ``.*.tmp`` files, and in
+    ``checkpoints/`` hidden ``.partial`` / ``.old`` folders. None of them is ever loaded."""
+    run_dir = Path(run_dir)
+    for root in (run_dir, run_dir / CKPT_DIR):
+        if not root.is_dir():
+            continue
+        for p in root.iterdir():
+            if not p.name.startswith(".") or not p.name.endswith((".partial", ".old", ".tmp")):
+                continue
+            if root == run_dir and p.is_dir() and not p.name.startswith((".best.", ".u2a-replaced.")):
+                continue  # only u2a's own folders in the run folder
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     ckpts = list_checkpoints(run_dir)
     return ckpts[-1] if ckpts else None

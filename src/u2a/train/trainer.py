@@ -404,6 +404,7 @@ class Trainer:
         acc, tc = self.accelerator, self.tc
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            ckpt_lib.remove_leftovers(self.run_dir)  # of writes a kill interrupted
         acc.wait_for_everyone()
         set_seed(tc.seed, device_specific=True)  # dropout RNG: one stream per process
         if resume:
