@@ -195,3 +195,20 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_clean(finishe
         _trainer(finished, run).train(resume=True)
     assert _strip(read_metrics(run)) == _strip(read_metrics(finished.run_dir))
     assert not (run / "tb" / "events.out.tfevents.old").exists()
+
+
+def test_resume_with_another_batch_count_is_refused(finished, tmp_path):
+    import shutil
+
+    from u2a.errors import ModelError
+    from u2a.methods import method_of
+    from u2a.train.trainer import Trainer
+
+    run = tmp_path / "run"
+    shutil.copytree(finished.run_dir, run)
+    torch.manual_seed(0)
+    model = method_of(finished.model).build_model(finished.model)
+    trainer = Trainer(finished, model, {"train": S.SyntheticDataset(40, seed=1, prefix="t")}, S.collate, run)
+    with pytest.raises(ModelError, match=r"epoch-0004 was taken with 12 batches per epoch and 1 processes; "
+                                         r"this run has 10 batches per epoch"):
+        trainer.resume()

@@ -156,3 +156,19 @@ def test_fp16_on_cpu_is_refused_and_never_saved(tmp_path, capsys):
     assert main(["train", str(cfg_path)]) == 0
     assert main(["train", "--resume", str(run), "train.mixed_precision=fp16", "train.epochs=2"]) == 2
     assert yaml.safe_load((run / "config.yaml").read_text())["train"]["mixed_precision"] == "no"
+
+
+def test_skip_bad_lists_the_bad_lines_and_without_it_the_first_stops_the_run(tmp_path, capsys):
+    cfg = S.write_cli_config(tmp_path)
+    bad = _bad_manifest_folder(tmp_path)
+    capsys.readouterr()
+    assert main(["train", str(cfg), f"data.manifest={bad}"]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad / 'train.jsonl'}:49: broken JSON" in err
+    run = tmp_path / "runs" / "cli"
+    assert not run.exists()
+    assert main(["train", str(cfg), f"data.manifest={bad}", "--skip-bad"]) == 0
+    assert f"skipped 1 bad manifest lines (data.skip_bad); listed in {run / 'data.json'}" in capsys.readouterr().err
+    report = json.loads((run / "data.json").read_text())
+    assert report["skipped_count"] == 1 and report["sizes"]["train"] == 48
+    assert report["skipped"][0]["line"] == 49 and report["skipped"][0]["file"] == str(bad / "train.jsonl")
