@@ -10,7 +10,6 @@ kills land inside training and inside writes."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
