@@ -31,7 +31,7 @@ test: assets
 	$(BIN)/python -m pytest -q
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not integration and not slow"
+	$(BIN)/python -m pytest -q -m "not integration and not slow and not faults"
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

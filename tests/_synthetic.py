@@ -1,8 +1,12 @@
 """Shared helpers for the training tests: a tiny random BERT saved offline, a synthetic two-modality
 dataset with a learnable signal (label-dependent tokens), its collate function, and a runnable
-training script (used by the resume and distributed tests in subprocesses)::
+training script (used by the resume, distributed and fault-injection tests in subprocesses)::
 
     python tests/_synthetic.py CONFIG.yaml [--resume] [--n-train 48] [--n-val 7] [--missing 0.3]
+
+Environment: ``U2A_TEST_BATCH_DELAY=S`` makes each batch take S seconds longer (to kill a run at
+a chosen point); ``U2A_TEST_WRITE_DELAY=S`` makes each file and folder rename wait S seconds (only
+those whose destination contains ``U2A_TEST_WRITE_DELAY_MATCH``, when that is set).
 """
 
 from __future__ import annotations
@@ -188,6 +192,22 @@ def cut_run_at(src: str | Path, dst: str | Path, checkpoint: str) -> Path:
     return dst
 
 
+def slow_renames(delay: float, match: str = "") -> None:
+    """Make every ``os.replace`` of this process (whose destination path contains ``match``) wait
+    ``delay`` seconds first (``U2A_TEST_WRITE_DELAY``, ``U2A_TEST_WRITE_DELAY_MATCH``): u2a's atomic
+    writes finish each file and folder with one, so a kill in that time lands between a complete
+    temporary file and its rename, or between moving an old folder aside and moving the new one
+    in (the fault-injection tests kill runs there)."""
+    real = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if match in os.fspath(dst):
+            time.sleep(delay)
+        return real(src, dst, *args, **kwargs)
+
+    os.replace = replace
+
+
 def main(argv: list[str] | None = None) -> int:
     from u2a.config import load_run_config
 
@@ -199,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-val", type=int, default=7)
     p.add_argument("--missing", type=float, default=0.3)
     args = p.parse_args(argv)
+    delay = float(os.environ.get("U2A_TEST_WRITE_DELAY", "0") or 0)
+    if delay:
+        slow_renames(delay, os.environ.get("U2A_TEST_WRITE_DELAY_MATCH", ""))
     cfg = load_run_config(args.config, args.overrides)
     summary = run_training(cfg, args.n_train, args.n_val, missing=args.missing, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -239,3 +262,22 @@ def write_text_manifests(folder: str | Path, sizes=(("train", 48), ("val", 7), (
             lines.append(json.dumps(rec))
         (folder / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
     return folder
+
+
+def write_cli_config(tmp: str | Path, name: str = "cli", epochs: int = 1, **train: Any) -> Path:
+    """A tiny BERT with its tokenizer, train/val/test text manifests and a run config YAML for the
+    ``u2a`` command (`u2a train CONFIG`), all under ``tmp``; the run folder is ``tmp/runs/NAME``."""
+    import yaml
+
+    tmp = Path(tmp)
+    enc = make_tiny_bert(tmp / "bert")
+    make_tiny_tokenizer(tmp / "bert")
+    data = write_text_manifests(tmp / "data")
+    cfg = {"name": name, "output_dir": str(tmp / "runs"), "model": model_section(enc),
+           "data": {"manifest": str(data)},
+           "train": {"epochs": epochs, "batch_size": 8, "lr": 5e-2, "tensorboard": False, "progress": False, **train}}
+    for m in cfg["model"]["modalities"]:
+        m["max_length"] = 8
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path

@@ -49,3 +49,51 @@ def test_rename_errors_name_both_paths(monkeypatch, capsys):
     monkeypatch.setattr(u2a.data.check, "check_manifest", fail)
     assert main(["data", "check", "x.jsonl"]) == 2
     assert capsys.readouterr().err == f"u2a: error: /a/tmp -> /b/final: {os.strerror(errno.EXDEV)}\n"
+
+
+def _fail_writes_under(monkeypatch, part: str, code: int = errno.ENOSPC) -> None:
+    """Make os.fsync fail as a full disk does (an OSError without a file name) for the files whose
+    path contains ``part``: the last step of u2a's atomic writes of checkpoints and JSON files."""
+    real = os.fsync
+
+    def fsync(fd):
+        if part in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(code, os.strerror(code))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="finds the written file through /proc")
+def test_atomic_writes_name_the_file_on_a_full_disk(tmp_path, monkeypatch):
+    from u2a.io import atomic_write_json, atomic_write_safetensors
+
+    _fail_writes_under(monkeypatch, str(tmp_path))
+    with pytest.raises(OSError) as e:
+        atomic_write_json(tmp_path / "summary.json", {"a": 1})
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(tmp_path / "summary.json")
+    import torch
+
+    with pytest.raises(OSError) as e:
+        atomic_write_safetensors(tmp_path / "w.safetensors", {"x": torch.zeros(2)})
+    assert e.value.filename == str(tmp_path / "w.safetensors")
+    assert not list(tmp_path.iterdir()), "a failed write leaves no temporary file"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="finds the written file through /proc")
+@pytest.mark.parametrize("code,hint", [(errno.ENOSPC, "the disk is full"), (errno.EROFS, "the file system is read-only")])
+def test_a_checkpoint_that_cannot_be_written_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys, code, hint):
+    import _synthetic as S
+
+    cfg = S.write_cli_config(tmp_path)
+    _fail_writes_under(monkeypatch, os.sep + "checkpoints" + os.sep, code)
+    capsys.readouterr()
+    assert main(["train", str(cfg)]) == 2
+    full = capsys.readouterr().err
+    err = full.splitlines()[-1]  # after the run's own lines (data, method, ...)
+    run = tmp_path / "runs" / "cli"
+    assert err.startswith(f"u2a: error: {run / 'checkpoints'}{os.sep}.epoch-0001.")
+    assert f"trainable.safetensors: {os.strerror(code)} ({hint}" in err
+    assert "Traceback" not in full
+    assert not list((run / "checkpoints").iterdir()), "no partial checkpoint is left"
+    assert not (run / "train.lock").exists()

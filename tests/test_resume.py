@@ -94,3 +94,121 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path):
         assert a.keys() == b.keys()
         for k in a:
             assert torch.equal(a[k], b[k]), (rel, k)
+
+
+# ---- what resume does with what it finds -----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished run (4 epochs of 12 steps) with step and epoch checkpoints."""
+    enc = S.make_tiny_bert(tmp_path_factory.mktemp("enc") / "bert")
+    cfg = S.build_config(tmp_path_factory.mktemp("finished"), enc,
+                         ["train.checkpoint_every_steps=5", "train.keep_last=3"])
+    S.run_training(cfg)
+    return cfg
+
+
+def _trainer(cfg, run):
+    from u2a.methods import method_of
+    from u2a.train.trainer import Trainer
+
+    torch.manual_seed(cfg.train.seed)
+    model = method_of(cfg.model).build_model(cfg.model)
+    return Trainer(cfg, model, {"train": S.SyntheticDataset(48, missing=0.3, seed=1, prefix="t"),
+                                "val": S.SyntheticDataset(7, missing=0.3, seed=2, prefix="v")}, S.collate, run)
+
+
+def test_a_damaged_newest_checkpoint_is_named_with_the_one_to_resume_from(finished, tmp_path):
+    import shutil
+
+    from u2a.errors import ModelError
+
+    run = tmp_path / "run"
+    shutil.copytree(finished.run_dir, run)
+    names = [p.name for p in ck.list_checkpoints(run)]
+    assert names[-2:] == ["step-000045", "epoch-0004"], names
+    (run / "checkpoints" / "epoch-0004" / "state.json").write_text('{"format": 1, "epo')  # damaged
+    with pytest.raises(ModelError) as e:
+        _trainer(finished, run).resume()
+    msg = str(e.value)
+    assert f"the newest checkpoint {run / 'checkpoints' / 'epoch-0004'} is damaged" in msg
+    assert "state.json" in msg and f"to resume from {run / 'checkpoints' / 'step-000045'}" in msg
+    # a damaged file of the newest one (its state.json intact) is named the same way
+    shutil.rmtree(run / "checkpoints" / "epoch-0004")
+    target = run / "checkpoints" / "step-000045" / "optimizer.safetensors"
+    data = bytearray(target.read_bytes())
+    data[-3] ^= 1
+    target.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match=f"the newest checkpoint .*step-000045 is damaged: checkpoint file {target} "
+                                         r"is corrupt: its SHA-256 does not match.*to resume from .*step-000040"):
+        _trainer(finished, run).resume()
+
+
+def test_a_damaged_older_checkpoint_is_ignored_with_a_warning(finished, tmp_path):
+    import shutil
+
+    from u2a.errors import U2AWarning
+
+    run = tmp_path / "run"
+    shutil.copytree(finished.run_dir, run)
+    older = ck.list_checkpoints(run)[0]
+    assert older.name < "epoch-0004"
+    (older / "state.json").write_text("")
+    with pytest.warns(U2AWarning, match=f"ignoring the damaged older checkpoint .*{older.name}"):
+        path = _trainer(finished, run).resume()
+    assert path.name == "epoch-0004"
+
+
+def test_resume_without_a_checkpoint_never_replaces_a_trained_model(finished, tmp_path):
+    import shutil
+
+    from u2a.errors import ConfigError
+
+    run = tmp_path / "run"
+    shutil.copytree(finished.run_dir, run)
+    shutil.rmtree(run / "checkpoints")
+    best = (run / "best" / "adapter.safetensors").read_bytes()
+    metrics = (run / "metrics.jsonl").read_text()
+    with pytest.raises(ConfigError, match=r"no checkpoint to resume from, but the folder holds best and summary\.json"):
+        _trainer(finished, run).train(resume=True)
+    assert (run / "best" / "adapter.safetensors").read_bytes() == best
+    assert (run / "metrics.jsonl").read_text() == metrics
+
+
+def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_clean(finished, tmp_path):
+    """No checkpoint and no trained model: --resume starts from the beginning, and the logs of the
+    killed attempt are not continued (no duplicate records)."""
+    import shutil
+
+    from u2a.errors import U2AWarning
+
+    run = tmp_path / "run"
+    shutil.copytree(finished.run_dir, run)
+    for name in ("checkpoints", "best"):
+        shutil.rmtree(run / name)
+    (run / "summary.json").unlink()
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text("\n".join(lines[:3]) + "\n")  # what the killed attempt logged
+    (run / "tb").mkdir()
+    (run / "tb" / "events.out.tfevents.old").write_bytes(b"old events")
+    with pytest.warns(U2AWarning, match="no checkpoint in .* starting from the beginning"):
+        _trainer(finished, run).train(resume=True)
+    assert _strip(read_metrics(run)) == _strip(read_metrics(finished.run_dir))
+    assert not (run / "tb" / "events.out.tfevents.old").exists()
+
+
+def test_resume_with_another_batch_count_is_refused(finished, tmp_path):
+    import shutil
+
+    from u2a.errors import ModelError
+    from u2a.methods import method_of
+    from u2a.train.trainer import Trainer
+
+    run = tmp_path / "run"
+    shutil.copytree(finished.run_dir, run)
+    torch.manual_seed(0)
+    model = method_of(finished.model).build_model(finished.model)
+    trainer = Trainer(finished, model, {"train": S.SyntheticDataset(40, seed=1, prefix="t")}, S.collate, run)
+    with pytest.raises(ModelError, match=r"epoch-0004 was taken with 12 batches per epoch and 1 processes; "
+                                         r"this run has 10 batches per epoch"):
+        trainer.resume()

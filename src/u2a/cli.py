@@ -62,22 +62,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _quiet_libraries() -> None:
-    """transformers' load reports and progress bars bury u2a's own output; keep its errors."""
+    """transformers' progress bars bury u2a's own output. Its warnings stay: the load reports of
+    weights an encoder leaves out on purpose are held back where the encoders are loaded
+    (:func:`u2a.encoders.base.load_checked`), so what it still says is worth reading."""
     import os
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
     except ImportError:  # pragma: no cover
         pass
 
 
+def _plain_warnings() -> None:
+    """u2a's own warnings (:class:`~u2a.errors.U2AWarning`) as one line each, ``u2a: warning: ...``."""
+    import warnings
+
+    from u2a.errors import U2AWarning
+
+    shown = warnings.showwarning
+    if getattr(shown, "u2a_plain", False):
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if isinstance(category, type) and issubclass(category, U2AWarning):
+            print(f"u2a: warning: {message}", file=file or sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    show.u2a_plain = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     _quiet_libraries()
+    _plain_warnings()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

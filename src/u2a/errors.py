@@ -60,3 +60,9 @@ class SampleError(DataError):
 
 class ModelError(U2AError):
     """An encoder or a saved model cannot be loaded or used as asked."""
+
+
+class U2AWarning(UserWarning):
+    """Something the user should know that does not stop u2a (a stale lock taken over, a saved
+    model without a file manifest, a damaged old checkpoint that is ignored). The ``u2a`` command
+    prints it as one line, ``u2a: warning: ...``."""

@@ -8,24 +8,27 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
+
+    A failed write (a full disk, a read-only folder) raises an OSError that names ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with oserror_names(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -36,6 +39,23 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Non
     atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
 
 
+def safetensors_bytes(tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> bytes:
+    """The safetensors file of ``tensors`` (CPU, contiguous) as bytes, to write with
+    :func:`atomic_write_bytes` (so that a failed write names the file, as every u2a write does)."""
+    from safetensors.torch import save
+
+    return save({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                metadata=dict(metadata) if metadata else None)
+
+
+def atomic_write_safetensors(path: str | os.PathLike, tensors: Mapping[str, Any],
+                             metadata: Mapping[str, str] | None = None) -> bytes:
+    """Write a safetensors file atomically; returns the bytes written."""
+    data = safetensors_bytes(tensors, metadata)
+    atomic_write_bytes(path, data)
+    return data
+
+
 COMPLETE_MARKER = ".u2a-complete"
 
 
@@ -44,21 +64,40 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     """Build a folder under a temporary name; on success write a completion marker and rename it.
 
     A folder without the marker (an interrupted build) is never taken for a finished one:
-    :func:`is_complete_dir` says so, and the next build replaces it.
+    :func:`is_complete_dir` says so, and the next build replaces it. A folder that is replaced is
+    first renamed aside, then the new one renamed into place, then the old one deleted: at no point
+    does ``final`` hold part of either (it may be absent for the instant between the two renames).
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    with oserror_names(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
     tmp.chmod(0o755)  # mkdtemp makes 0700; the finished folder should read like any other
     try:
         yield tmp
-        (tmp / COMPLETE_MARKER).write_text("ok\n")
+        with oserror_names(tmp / COMPLETE_MARKER):
+            (tmp / COMPLETE_MARKER).write_text("ok\n")
+        old = None
         if final.exists():
-            shutil.rmtree(final)
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+            os.replace(final, old)
         os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def remove_dir(path: str | os.PathLike) -> None:
+    """Delete a folder so that no half-deleted copy is ever seen under its name: rename it to a
+    hidden ``.NAME.*.old`` first (one atomic step), then delete that."""
+    path = Path(path)
+    if not path.exists():
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+    os.replace(path, aside)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def is_complete_dir(path: str | os.PathLike) -> bool:

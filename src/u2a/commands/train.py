@@ -18,10 +18,11 @@ from u2a.errors import ConfigError, DataError, ModelError
 def run_train(args: argparse.Namespace) -> int:
     from u2a.config import load_run_config
     from u2a.pipelines.train import train_run
-    from u2a.train import checkpoint as ck
     from u2a.train.trainer import make_accelerator
 
     overrides = list(args.overrides or [])
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume continues a run and --overwrite replaces it: give one of them")
     if args.resume:
         run_dir = Path(args.resume)
         if args.config is not None:
@@ -35,28 +36,16 @@ def run_train(args: argparse.Namespace) -> int:
             raise ConfigError("give a CONFIG file, or --resume RUN_DIR")
         cfg = load_run_config(args.config, overrides)
         run_dir = cfg.run_dir
-        if ck.list_checkpoints(run_dir) and not args.overwrite:
-            raise ConfigError(
-                f"{run_dir} already holds a run; continue it with `u2a train --resume {run_dir}`, "
-                "start over with --overwrite, or pick another name (name=...)"
-            )
     if args.no_progress:
         cfg.train.progress = False
     if args.skip_bad:
         cfg.data.skip_bad = True
 
     accelerator = make_accelerator(cfg)
-    is_main = accelerator.is_main_process
-    if args.overwrite and not args.resume and is_main:
-        import shutil
-
-        for name in ("checkpoints", "best", "tb"):
-            shutil.rmtree(run_dir / name, ignore_errors=True)
-        for name in ("summary.json", "metrics.jsonl"):
-            (run_dir / name).unlink(missing_ok=True)
-    accelerator.wait_for_everyone()
-    result = train_run(cfg, run_dir, accelerator=accelerator, resume=bool(args.resume))
-    if is_main:
+    # the run folder is locked while training; --overwrite replaces the old run only once the new
+    # one has read its data and built its model (see u2a.pipelines.train.train_run)
+    result = train_run(cfg, run_dir, accelerator=accelerator, resume=bool(args.resume), overwrite=args.overwrite)
+    if accelerator.is_main_process:
         print(json.dumps(result.summary, indent=2))
     return 0
 
@@ -117,11 +106,10 @@ def run_predict(args: argparse.Namespace) -> int:
     model.eval()
     config = model.config
     classes = config.classes or [str(i) for i in range(config.num_classes)]
+    if args.manifest:
+        return _predict_manifest(args, model, classes)
     collate = build_collator(config, train=False)
     k = max(1, min(args.top_k, config.num_classes))
-
-    if args.manifest:
-        return _predict_manifest(args, model, collate, classes)
 
     fields = _given_fields(args, config)
     if not fields:
@@ -147,54 +135,88 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predict_manifest(args: argparse.Namespace, model, collate, classes: list[str]) -> int:
+def _predict_manifest(args: argparse.Namespace, model, classes: list[str]) -> int:
+    """Predict every line of a manifest, labelled or not: one output line per manifest line (per
+    record: blank lines are none), in the manifest's order, ``"status": "ok"`` with the prediction
+    or ``"status": "skipped"`` with the reason (a bad line, an input that does not load). Returns 1
+    when lines were skipped (0 with --allow-skipped)."""
     import torch
-    from torch.utils.data import DataLoader
 
     from u2a.data.manifest import load_manifest
+    from u2a.data.processing import build_collator
     from u2a.evaluation.metrics import compute_metrics
-    from u2a.evaluation.predict import predict
     from u2a.io import atomic_write_text
 
     config = model.config
     kinds = {m.name: m.kind for m in config.modalities}
-    man = load_manifest(args.manifest, modalities=kinds, classes=config.classes, skip_bad=args.skip_bad)
-    items: list[dict[str, Any]] = []
-    for s in man.samples:
-        label = man.label_index(s) if s.label not in (None, "", []) else None
-        items.append({"id": s.id, "label": label,
-                      "fields": {m: (str(v) if (v := man.resolve(s, m)) is not None else None) for m in kinds}})
-    has_labels = all(it["label"] is not None for it in items)
-    if not has_labels:
-        for it in items:
-            it["label"] = None
-    loader = DataLoader(items, batch_size=args.batch_size, shuffle=False, collate_fn=collate)
-    res = predict(model, loader)
-    probs = _probs(res["logits"], config.task)
+    man = load_manifest(args.manifest, modalities=kinds, classes=config.classes, skip_bad=True, require_labels=False)
+    rows: dict[int, dict[str, Any]] = {}
+
+    def skip(line: int, sid: str | None, reason: str) -> None:
+        row = rows.setdefault(line, {"line": line, "id": sid, "status": "skipped", "reason": reason})
+        if row["reason"] != reason and reason not in row["reason"]:
+            row["reason"] += "; " + reason
+
+    for prob in man.problems:  # bad lines, left out when the manifest was read
+        skip(prob.line, prob.sample, f"field '{prob.field}': {prob.message}" if prob.field else prob.message)
+    line_of = {s.id: s.line for s in man.samples}
+    label_of = {s.id: s.label for s in man.samples}
+    items = [{"id": s.id, "label": man.label_index(s), "where": f"{s.source}:{s.line}",
+              "fields": {m: (str(v) if (v := man.resolve(s, m)) is not None else None) for m in kinds}}
+             for s in man.samples]
+    collate = build_collator(config, train=False, skip_bad=True, allow_empty=True)
     k = max(1, min(args.top_k, config.num_classes))
-    lines = []
-    for n, sid in enumerate(res["ids"]):
-        top = torch.topk(probs[n], k)
-        rec: dict[str, Any] = {
-            "id": sid,
-            "top": [{"class": classes[i], "prob": round(p, 6)} for p, i in zip(top.values.tolist(), top.indices.tolist())],
-            "estimated": [m for j, m in enumerate(config.modality_names) if not bool(res["present"][n, j])],
-        }
-        if config.task == "multilabel":
-            rec["pred"] = [classes[i] for i in (probs[n] >= 0.5).nonzero().flatten().tolist()]
-        else:
-            rec["pred"] = classes[int(probs[n].argmax())]
-        lines.append(json.dumps(rec))
-    out = Path(args.out) if args.out else None
-    if out is not None:
-        atomic_write_text(out, "\n".join(lines) + ("\n" if lines else ""))
-        print(f"wrote {len(lines)} predictions to {out}")
+    logits, labels, labelled = [], [], True
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(items), args.batch_size):
+            batch = collate(items[start:start + args.batch_size])
+            for rec in batch.get("skipped") or []:  # inputs that fail to load
+                reason = f"field '{rec['modality']}': {rec['reason']}"
+                skip(line_of[rec["id"]], rec["id"], reason)
+            if not batch["ids"]:
+                continue
+            out = model(batch["inputs"], batch["present"], ids=batch["ids"])
+            lg = out.logits.float()
+            logits.append(lg)
+            if batch.get("labels") is None:
+                labelled = False
+            else:
+                labels.append(batch["labels"])
+            probs = _probs(lg, config.task)
+            for n, sid in enumerate(batch["ids"]):
+                top = torch.topk(probs[n], k)
+                row: dict[str, Any] = {"line": line_of[sid], "id": sid, "status": "ok"}
+                if config.task == "multilabel":
+                    row["pred"] = [classes[i] for i in (probs[n] >= 0.5).nonzero().flatten().tolist()]
+                else:
+                    row["pred"] = classes[int(probs[n].argmax())]
+                row["top"] = [{"class": classes[i], "prob": round(p, 6)}
+                              for p, i in zip(top.values.tolist(), top.indices.tolist())]
+                row["estimated"] = [m for j, m in enumerate(config.modality_names) if not bool(batch["present"][n, j])]
+                if label_of[sid] is not None:
+                    row["label"] = label_of[sid]
+                rows[row["line"]] = row
+    ordered = [rows[line] for line in sorted(rows)]
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered)
+    n_skipped = sum(r["status"] == "skipped" for r in ordered)
+    n_ok = len(ordered) - n_skipped
+    if args.out:
+        atomic_write_text(Path(args.out), text)
+        print(f"wrote {len(ordered)} lines to {args.out}: {n_ok} predicted, {n_skipped} skipped", file=sys.stderr)
     else:
-        print("\n".join(lines))
-    if has_labels and res["labels"] is not None:
-        m = compute_metrics(res["logits"], res["labels"], config.task, classes, per_class=False)
-        print("metrics: " + json.dumps({k2: round(v, 4) if isinstance(v, float) else v for k2, v in m.items()}),
-              file=sys.stderr)
+        sys.stdout.write(text)
+    if logits and labelled:
+        m = compute_metrics(torch.cat(logits), torch.cat(labels), config.task, classes, per_class=False)
+        shown = {k2: round(v, 4) if isinstance(v, float) else v for k2, v in m.items()}
+        print(f"metrics ({n_ok} labelled lines" + (f"; {n_skipped} skipped lines not counted" if n_skipped else "")
+              + "): " + json.dumps(shown), file=sys.stderr)
+    if n_skipped:
+        where = f"in {args.out}" if args.out else "in the output"
+        print(f"u2a: skipped {n_skipped} of {len(ordered)} lines of {args.manifest} (status \"skipped\" and the "
+              f"reason {where})", file=sys.stderr)
+        if not args.allow_skipped:
+            return 1
     return 0
 
 
@@ -235,5 +257,9 @@ def register(sub, formatter_class) -> None:
     q.add_argument("--manifest", default=None, help="predict every sample of a manifest file instead")
     q.add_argument("--out", default=None, help="with --manifest: write predictions here (JSON Lines)")
     q.add_argument("--batch-size", type=int, default=16, help="with --manifest: batch size")
-    q.add_argument("--skip-bad", action="store_true", help="with --manifest: skip bad lines")
+    q.add_argument("--allow-skipped", action="store_true",
+                   help="with --manifest: exit 0 even when lines were skipped (bad lines and inputs that do not "
+                   "load get a \"skipped\" output line with the reason; without this option the exit code is 1)")
+    q.add_argument("--skip-bad", action="store_true",
+                   help="with --manifest: accepted for compatibility; bad lines are always skipped and reported")
     q.set_defaults(func=run_predict)

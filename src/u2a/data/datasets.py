@@ -108,29 +108,41 @@ def build_datasets(cfg: Any, run_dir: str | Path | None = None, write_tables: bo
                 man.samples = [man.samples[i] for i in keep]
 
     names = [m.name for m in model_cfg.modalities]
-    missing_cfg = getattr(data_cfg, "missing", None)
-    specs = {}
-    for split in splits:
-        s = getattr(missing_cfg, split, None) if missing_cfg is not None else None
-        specs[split] = MissingSpec(float(getattr(s, "ratio", 0.0)), str(getattr(s, "type", "both"))) if s else MissingSpec()
-    tables: dict[str, list[int]] | None = None
-    if any(sp.ratio > 0 for sp in specs.values()):
-        if len(names) != 2:
-            raise ConfigError("data.missing: missing tables are defined for two modalities")
-        pair = missing_pair(names)
-        sizes = {s: len(m.samples) for s, m in splits.items()}
-        folder = Path(run_dir) / "missing" if run_dir else None
-        tables = load_or_build_tables(
-            folder or ".", sizes, specs, pair,
-            both_ratio=float(getattr(missing_cfg, "both_ratio", 0.5)),
-            seed=int(getattr(missing_cfg, "seed", 0)),
-            write=write_tables and folder is not None,
-        )
+    tables = _missing_tables(cfg, {s: len(m.samples) for s, m in splits.items()}, run_dir, write_tables)
     pair = missing_pair(names) if len(names) == 2 else tuple(names[:2])
     return {
         split: ManifestDataset(man, names, tables.get(split) if tables else None, pair)
         for split, man in splits.items()
     }
+
+
+def _missing_tables(cfg: Any, sizes: Mapping[str, int], run_dir: str | Path | None,
+                    write: bool) -> dict[str, list[int]] | None:
+    """The run's missing-modality tables (None when ``data.missing`` removes nothing), read from or
+    written to ``run_dir/missing``."""
+    names = [m.name for m in cfg.model.modalities]
+    missing_cfg = getattr(cfg.data, "missing", None)
+    specs = {}
+    for split in sizes:
+        s = getattr(missing_cfg, split, None) if missing_cfg is not None else None
+        specs[split] = MissingSpec(float(getattr(s, "ratio", 0.0)), str(getattr(s, "type", "both"))) if s else MissingSpec()
+    if not any(sp.ratio > 0 for sp in specs.values()):
+        return None
+    if len(names) != 2:
+        raise ConfigError("data.missing: missing tables are defined for two modalities")
+    folder = Path(run_dir) / "missing" if run_dir else None
+    return load_or_build_tables(
+        folder or ".", dict(sizes), specs, missing_pair(names),
+        both_ratio=float(getattr(missing_cfg, "both_ratio", 0.5)),
+        seed=int(getattr(missing_cfg, "seed", 0)),
+        write=write and folder is not None,
+    )
+
+
+def write_missing_tables(cfg: Any, datasets: Mapping[str, ManifestDataset], run_dir: str | Path) -> None:
+    """Store the missing-modality tables of datasets built with ``write_tables=False`` in
+    ``run_dir/missing`` (the same tables: they are defined by the config and the split sizes)."""
+    _missing_tables(cfg, {s: len(d) for s, d in datasets.items()}, run_dir, True)
 
 
 def missing_pair(names: Sequence[str]) -> tuple[str, str]:

@@ -60,7 +60,7 @@ class Problem(NamedTuple):
 @dataclass
 class Sample:
     id: str
-    label: list[str] | str
+    label: list[str] | str | None  # None: unlabelled (``load_manifest(..., require_labels=False)``)
     fields: dict[str, str | None]
     split: str | None
     line: int
@@ -68,7 +68,9 @@ class Sample:
 
     @property
     def labels(self) -> list[str]:
-        """The label as a list (one name for single-label data)."""
+        """The label as a list (one name for single-label data; none for an unlabelled sample)."""
+        if self.label is None:
+            return []
         return list(self.label) if isinstance(self.label, list) else [self.label]
 
 
@@ -115,8 +117,11 @@ class Manifest:
         """The missing-modality pattern of a sample: ``image+text``, ``image only``, ..."""
         return pattern_name([m for m, ok in self.present(sample).items() if ok])
 
-    def label_index(self, sample: Sample) -> int | list[int]:
-        """The class index of the sample (a list of indices for multi-label data)."""
+    def label_index(self, sample: Sample) -> int | list[int] | None:
+        """The class index of the sample (a list of indices for multi-label data; None for an
+        unlabelled sample)."""
+        if sample.label is None:
+            return None
         idx = self._class_index()
         try:
             if self.multilabel:
@@ -157,7 +162,7 @@ class _Record(NamedTuple):
     csv: bool
 
 
-def _read_records(path: Path) -> tuple[list[_Record], list[Problem], set[str]]:
+def _read_records(path: Path, require_labels: bool = True) -> tuple[list[_Record], list[Problem], set[str]]:
     """Parse the lines of a manifest file into dicts, without validating them. Returns the
     records, the lines that cannot be parsed, and the field names (a CSV's header; the keys of
     the JSON objects)."""
@@ -175,7 +180,7 @@ def _read_records(path: Path) -> tuple[list[_Record], list[Problem], set[str]]:
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror})") from None
     if suffix == ".csv":
-        return _read_csv(path, text)
+        return _read_csv(path, text, require_labels)
     records, problems = [], []
     for n, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
@@ -195,7 +200,7 @@ def _read_records(path: Path) -> tuple[list[_Record], list[Problem], set[str]]:
 CSV_QUOTING = 'a field with commas, quotes or line breaks is quoted: "a, b"; a quote inside it is doubled: "say ""hi"""'
 
 
-def _read_csv(path: Path, text: str) -> tuple[list[_Record], list[Problem], set[str]]:
+def _read_csv(path: Path, text: str, require_labels: bool = True) -> tuple[list[_Record], list[Problem], set[str]]:
     # strict: a broken quote is an error, never a field that silently runs on over the next lines
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     records, problems = [], []
@@ -240,7 +245,7 @@ def _read_csv(path: Path, text: str) -> tuple[list[_Record], list[Problem], set[
         records.append(_Record(start, dict(zip(header, row, strict=True)), True))
     if header is None:
         raise DataError(f"{path}: empty CSV file (no header row)")
-    for col in ("id", "label"):
+    for col in ("id", "label") if require_labels else ("id",):
         if col not in header:
             raise DataError(f"{path}:1: CSV header has no '{col}' column")
     return records, problems, set(header)
@@ -330,6 +335,7 @@ def _validate(
     file_split: str | None = None,
     require_split: bool = False,
     seen_ids: dict[str, tuple[Path, int]] | None = None,
+    require_labels: bool = True,
 ) -> tuple[list[Sample], list[Problem], bool]:
     """Check the records of one file; returns the good samples, the problems, and multilabel."""
     class_set = set(classes) if classes is not None else None
@@ -360,7 +366,8 @@ def _validate(
         if rec.csv and isinstance(raw, str) and "|" in raw:
             raw = raw.split("|")
         if raw is None or raw == "" or raw == []:
-            err("label", "missing label")
+            if require_labels:
+                err("label", "missing label")
         elif isinstance(raw, list):
             names = []
             for x in raw:
@@ -505,7 +512,7 @@ def read_classes(spec: str | os.PathLike) -> list[str]:
 def _finish(samples: list[Sample], multilabel: bool) -> None:
     if multilabel:
         for s in samples:
-            if isinstance(s.label, str):
+            if isinstance(s.label, str):  # an unlabelled sample (None) stays None
                 s.label = [s.label]
 
 
@@ -516,6 +523,7 @@ def load_manifest(
     skip_bad: bool = False,
     check_files: bool = True,
     split: str | None = None,
+    require_labels: bool = True,
 ) -> Manifest:
     """Read and check one manifest file (``.jsonl`` or ``.csv``).
 
@@ -523,8 +531,10 @@ def load_manifest(
     named image, text, audio or video. ``classes`` (a list, a file or a comma list) fixes the
     class list and order; by default it is the sorted set of labels. ``split``: the file holds
     that split (as a file of a split folder does): every sample gets it, and a ``split`` field
-    must agree. Raises ``DataError`` listing the problems, or with ``skip_bad`` leaves the bad
-    lines out and lists them in ``.skipped``.
+    must agree. ``require_labels=False``: a line without a label is an unlabelled sample (its
+    ``label`` is None), as for new data to predict; a label that is given is checked as usual
+    (training always needs labels). Raises ``DataError`` listing the problems, or with ``skip_bad``
+    leaves the bad lines out and lists them in ``.skipped``.
     """
     path = Path(path).expanduser()
     file_split = None
@@ -532,10 +542,11 @@ def load_manifest(
         file_split = _split_name(split)
         if file_split is None:
             raise DataError(f"unknown split name {split!r}; expected one of {', '.join(SPLITS)}")
-    records, problems, keys = _read_records(path)
+    records, problems, keys = _read_records(path, require_labels)
     mods = _modalities(path, modalities, keys, problems)
     cls = as_classes(classes)
-    samples, bad, multilabel = _validate(path, records, mods, cls, check_files, file_split=file_split)
+    samples, bad, multilabel = _validate(path, records, mods, cls, check_files, file_split=file_split,
+                                         require_labels=require_labels)
     if file_split is not None:
         problems = [p._replace(split=file_split) for p in problems]
     problems.extend(bad)

@@ -337,15 +337,17 @@ class Collator:
     (plus ``"where"`` when known) is appended to :attr:`skipped` and to the batch's ``"skipped"``
     list. Read the batch's list when batches are built in DataLoader worker processes, where
     :attr:`skipped` of the copy in the main process stays empty. A batch in which every sample
-    fails raises a DataError listing them all."""
+    fails raises a DataError listing them all, unless ``allow_empty`` (prediction on new data):
+    then it is an empty batch (no ids) whose ``"skipped"`` lists them."""
 
     def __init__(self, config: ModelConfig, processors: Mapping[str, Any], train: bool = False,
-                 skip_bad: bool = False):
+                 skip_bad: bool = False, allow_empty: bool = False):
         self.config = config
         self.modalities = config.modality_names
         self.processors = dict(processors)
         self.train = train
         self.skip_bad = skip_bad
+        self.allow_empty = allow_empty
         self.skipped: list[dict[str, str]] = []
 
     def __call__(self, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -367,7 +369,7 @@ class Collator:
                 for i in sorted(c.errors, reverse=True):
                     errors.append(self._failed(c.errors[i]))
                     del good[i]
-        if not good and errors:
+        if not good and errors and not self.allow_empty:
             raise DataError(f"every sample of a batch ({len(items)}) failed to load:\n"
                             + "\n".join(f"  {e}" for e in errors))
         kept = [it for it, _ in good]
@@ -469,12 +471,13 @@ class _Culprits(Exception):
 
 
 def build_collator(config: ModelConfig, train: bool = False, processors: Mapping[str, Any] | None = None,
-                   skip_bad: bool = False) -> Collator:
+                   skip_bad: bool = False, allow_empty: bool = False) -> Collator:
     """The Collator of a model config, with its encoders' processors (or ``processors``).
     ``skip_bad``: drop samples that fail to load from their batch, warn and record them
-    (:attr:`Collator.skipped`, ``batch["skipped"]``) instead of raising."""
+    (:attr:`Collator.skipped`, ``batch["skipped"]``) instead of raising; ``allow_empty``: a batch
+    in which every sample fails is an empty batch, not an error."""
     procs = processors or {m.name: build_processor(m) for m in config.modalities}
-    return Collator(config, procs, train=train, skip_bad=skip_bad)
+    return Collator(config, procs, train=train, skip_bad=skip_bad, allow_empty=allow_empty)
 
 
 def move_batch(batch: Mapping[str, Any], device: torch.device | str) -> dict[str, Any]:

@@ -18,14 +18,18 @@ the query, key, value and attention-output projections of every block and nothin
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping
+import contextlib
+import logging
+import re
+import warnings
+from typing import Any, ClassVar, Iterator, Mapping
 
 import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.masking_utils import create_bidirectional_mask
 
-from u2a.errors import ModelError
+from u2a.errors import ModelError, U2AWarning
 
 
 class EncoderAdapter(nn.Module):
@@ -39,6 +43,10 @@ class EncoderAdapter(nn.Module):
     input_names: ClassVar[tuple[str, ...]] = ()
     #: regex (full match, as peft uses it) naming the q, k, v and attention-output Linear layers
     lora_target_pattern: ClassVar[str] = ""
+    #: regex (searched in each name) of checkpoint weights the encoder leaves out on purpose: a
+    #: pooler, a classification or pretraining head, the other tower of a two-tower model. Loading
+    #: them is no news; any other weight the encoder does not use is reported (a U2AWarning).
+    unused_weights: ClassVar[str] = r"(^|\.)(pooler|classifier)\."
 
     def __init__(self, model: PreTrainedModel):
         super().__init__()
@@ -62,7 +70,8 @@ class EncoderAdapter(nn.Module):
     @classmethod
     def from_pretrained(cls, name_or_path: str, config: PretrainedConfig, **kwargs: Any) -> "EncoderAdapter":
         """Pretrained weights; an error if the checkpoint lacks any of the encoder's weights."""
-        return cls(load_checked(cls.model_class(), name_or_path, cls.encoder_config(config), cls.family, **kwargs))
+        return cls(load_checked(cls.model_class(), name_or_path, cls.encoder_config(config), cls.family,
+                                unused=cls.unused_weights, **kwargs))
 
     # ---- sizes --------------------------------------------------------------------------
     @property
@@ -158,8 +167,21 @@ def load_checked(
     **kwargs: Any,
 ) -> PreTrainedModel:
     """``model_cls.from_pretrained`` that refuses to hand back a model with weights missing from the
-    checkpoint (transformers only logs them and leaves them randomly initialised)."""
-    model, info = model_cls.from_pretrained(name_or_path, config=config, output_loading_info=True, **kwargs)
+    checkpoint (transformers only logs them and leaves them randomly initialised).
+
+    transformers' load report (a table of MISSING / UNEXPECTED weights, logged as a warning) is
+    held back: missing weights are an error here, weights matching ``unused`` (the family's
+    :attr:`EncoderAdapter.unused_weights`) are expected, and any other unused weight is named in a
+    :class:`~u2a.errors.U2AWarning`."""
+    unused = kwargs.pop("unused", EncoderAdapter.unused_weights)
+    with held_load_reports():
+        model, info = model_cls.from_pretrained(name_or_path, config=config, output_loading_info=True, **kwargs)
+    surprising = sorted(k for k in info.get("unexpected_keys") or () if not re.search(unused, k))
+    if surprising:
+        shown = ", ".join(surprising[:8]) + (", ..." if len(surprising) > 8 else "")
+        warnings.warn(f"encoder {name_or_path!r}: its checkpoint holds {len(surprising)} "
+                      f"weight{'s' if len(surprising) != 1 else ''} the {family} encoder does not use: {shown}",
+                      U2AWarning, stacklevel=3)
     missing = sorted(set(info.get("missing_keys") or ()) | {k[0] for k in info.get("mismatched_keys") or ()})
     if missing:
         shown = ", ".join(missing[:8]) + (f", ... ({len(missing)} in all)" if len(missing) > 8 else "")
@@ -169,6 +191,29 @@ def load_checked(
         )
     model.eval()
     return model
+
+
+@contextlib.contextmanager
+def held_load_reports() -> Iterator[list[logging.LogRecord]]:
+    """Hold back the load reports that transformers' ``from_pretrained`` logs (``... LOAD REPORT``,
+    a warning of the ``transformers.modeling_utils`` logger) while the block runs; other messages
+    pass. The held records are yielded, for a caller that wants to show them after all."""
+    held: list[logging.LogRecord] = []
+
+    class _Hold(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            if "LOAD REPORT" in str(record.msg):
+                held.append(record)
+                return False
+            return True
+
+    logger = logging.getLogger("transformers.modeling_utils")
+    hold = _Hold()
+    logger.addFilter(hold)
+    try:
+        yield held
+    finally:
+        logger.removeFilter(hold)
 
 
 def image_size_of(config: PretrainedConfig) -> tuple[int, int]:

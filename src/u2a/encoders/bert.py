@@ -7,13 +7,15 @@ from typing import Any, Mapping
 import torch
 from transformers import AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
-from u2a.encoders.base import EncoderAdapter, attention_mask_4d
+from u2a.encoders.base import EncoderAdapter, attention_mask_4d, load_checked
 from u2a.encoders.registry import register_adapter
 
 
 class _TextAdapter(EncoderAdapter):
     kind = "text"
     input_names = ("input_ids", "attention_mask", "token_type_ids")
+    # the pooler, and the pretraining heads of BertForPreTraining / *ForMaskedLM checkpoints
+    unused_weights = r"(^|\.)(pooler|cls|lm_head|classifier)\."
 
     def __init__(self, model: PreTrainedModel, cls_token_id: int | None = None, sep_token_id: int | None = None):
         super().__init__(model)
@@ -32,7 +34,8 @@ class _TextAdapter(EncoderAdapter):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, config: PretrainedConfig, **kwargs: Any) -> "EncoderAdapter":
-        model = AutoModel.from_pretrained(name_or_path, config=config, add_pooling_layer=False, **kwargs)
+        model = load_checked(AutoModel, name_or_path, config, cls.family, unused=cls.unused_weights,
+                             add_pooling_layer=False, **kwargs)
         cls_id = sep_id = None
         try:
             tok = AutoTokenizer.from_pretrained(name_or_path)

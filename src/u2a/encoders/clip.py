@@ -35,6 +35,8 @@ class CLIPVisionAdapter(EncoderAdapter):
     kind = "image"
     input_names = ("pixel_values",)
     lora_target_pattern = r"encoder\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|out_proj)"
+    # a full CLIPModel checkpoint: the text tower, the projections and the logit scale
+    unused_weights = r"^(text_model\.|text_projection\.|visual_projection\.|logit_scale$)"
 
     @classmethod
     def encoder_config(cls, config: PretrainedConfig) -> PretrainedConfig:

@@ -39,6 +39,8 @@ class WhisperAdapter(EncoderAdapter):
     kind = "audio"
     input_names = ("input_features",)
     lora_target_pattern = r"layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|out_proj)"
+    # a full Whisper checkpoint: the decoder and the output projection
+    unused_weights = r"^(model\.)?(decoder\.|proj_out\.)"
 
     @classmethod
     def model_class(cls):

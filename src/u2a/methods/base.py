@@ -18,19 +18,21 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from u2a.config import ModelConfig
 from u2a.encoders import EncoderAdapter, build_encoder
-from u2a.errors import ModelError
-from u2a.io import atomic_write_json
+from u2a.errors import ModelError, U2AWarning
+from u2a.io import atomic_write_json, atomic_write_safetensors, sha256_file
 from u2a.model.lora import inject_lora, is_merged, merge_lora, unmerge_lora
 
 CONFIG_NAME = "u2a_config.json"
@@ -38,6 +40,10 @@ WEIGHTS_NAME = "adapter.safetensors"
 #: 1: U2A only (``model.mask_tokens`` / ``model.align_weight``); 2: ``model.method`` + sections
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
+#: in u2a_config.json: the size and SHA-256 of every file of a saved model, checked on loading
+FILES_KEY = "files"
+#: in the weights' safetensors metadata: the SHA-256 of the class list they were trained with
+CLASSES_KEY = "u2a_classes_sha256"
 
 
 # ---- features and outputs ---------------------------------------------------------------------
@@ -291,20 +297,24 @@ class MethodModel(nn.Module):
             raise ModelError("cannot save a model whose LoRA is merged: call unmerge_lora() first")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.contiguous().cpu() for k, v in self.saved_state_dict().items()}
-        tmp = directory / f".{WEIGHTS_NAME}.tmp"
-        save_file(state, str(tmp), metadata={"format": "pt", "u2a_format": str(FORMAT_VERSION)})
-        tmp.replace(directory / WEIGHTS_NAME)
+        # the weights carry the hash of the class list they were trained with (edited or reordered
+        # classes in u2a_config.json are an error on loading, not a silent relabelling) ...
+        data = atomic_write_safetensors(directory / WEIGHTS_NAME, self.saved_state_dict(), metadata={
+            "format": "pt", "u2a_format": str(FORMAT_VERSION), CLASSES_KEY: classes_digest(self.config)})
         meta = {"u2a_format": FORMAT_VERSION, "method": self.method_name, "model": self.config.to_dict()}
         if extra:
             meta.update(extra)
+        # ... and the config their size and SHA-256, which loading checks (written last: a config
+        # that names these weights is never seen next to other ones)
+        meta[FILES_KEY] = {WEIGHTS_NAME: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}}
         atomic_write_json(directory / CONFIG_NAME, meta)
         return directory
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, pretrained: bool | None = None) -> "MethodModel":
-        """Load a saved model; called on the base class it builds the saved method's model."""
-        config = read_model_config(directory)
+        """Load a saved model; called on the base class it builds the saved method's model. The
+        files are checked first (:func:`verify_saved_model`)."""
+        config = verify_saved_model(directory)
         model_cls = cls
         if cls is MethodModel or cls.method_name != config.method:
             from u2a.methods import get_method
@@ -345,8 +355,60 @@ class MethodModel(nn.Module):
                 target.copy_(state[n])
 
 
+def classes_digest(config: ModelConfig) -> str:
+    """The SHA-256 of what gives the outputs their meaning: the task, the number of classes and
+    the class names in order."""
+    classes = list(config.classes) if config.classes is not None else None
+    text = json.dumps({"task": config.task, "num_classes": int(config.num_classes), "classes": classes},
+                      ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def verify_saved_model(directory: str | Path) -> ModelConfig:
+    """Check a saved model folder before it is loaded and return its config: every file has the
+    size and SHA-256 that ``u2a_config.json`` lists, and the class list is the one the weights were
+    trained with. Each problem is a ModelError naming the file. A folder saved before u2a wrote
+    these (no ``files`` entry) loads with a warning."""
+    directory = Path(directory)
+    config = read_model_config(directory)
+    cfg_path = directory / CONFIG_NAME
+    files = json.loads(cfg_path.read_text()).get(FILES_KEY)
+    if files is None:
+        warnings.warn(f"{directory} was saved by an older u2a, without the sizes and SHA-256 of its files: its "
+                      "weights are loaded unchecked (save it again with save_pretrained to add them)",
+                      U2AWarning, stacklevel=3)
+        return config
+    if not isinstance(files, dict) or WEIGHTS_NAME not in files:
+        raise ModelError(f"{cfg_path}: '{FILES_KEY}' does not list {WEIGHTS_NAME}")
+    for name, info in files.items():
+        p = directory / name
+        if not p.is_file():
+            raise ModelError(f"saved model file {p} is missing")
+        size = p.stat().st_size
+        if not isinstance(info, dict) or size != info.get("size"):
+            expected = info.get("size") if isinstance(info, dict) else None
+            raise ModelError(f"saved model file {p} is corrupt or truncated: {size} bytes, {CONFIG_NAME} says {expected}")
+        if sha256_file(p) != info.get("sha256"):
+            raise ModelError(f"saved model file {p} is corrupt: its SHA-256 does not match the one in {CONFIG_NAME}")
+    from safetensors import safe_open
+
+    with safe_open(str(directory / WEIGHTS_NAME), "pt") as f:
+        bound = (f.metadata() or {}).get(CLASSES_KEY)
+    if bound is None:
+        raise ModelError(f"{directory / WEIGHTS_NAME}: its metadata holds no class-list hash ({CLASSES_KEY})")
+    if bound != classes_digest(config):
+        shown = config.classes if config.classes is None or len(config.classes) <= 8 else [*config.classes[:8], "..."]
+        raise ModelError(
+            f"{cfg_path}: the classes (model.classes {shown}, num_classes {config.num_classes}, task {config.task}) "
+            f"are not those the weights in {WEIGHTS_NAME} were trained with: they were edited or reordered, which "
+            "would relabel every prediction; restore the original class list"
+        )
+    return config
+
+
 def read_model_config(directory: str | Path) -> ModelConfig:
-    """The :class:`ModelConfig` of a saved model folder (older formats are converted)."""
+    """The :class:`ModelConfig` of a saved model folder (older formats are converted), unchecked:
+    :func:`verify_saved_model` also checks the files."""
     directory = Path(directory)
     cfg_path, w_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
     for p in (cfg_path, w_path):

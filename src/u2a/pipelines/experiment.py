@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,9 +106,8 @@ def train_or_reuse(cfg: RunConfig, run_dir: Path, overwrite: bool) -> tuple[Any,
             f"{run_dir} already holds {'a run with another config' if done else 'an unfinished run'}; "
             "pass --overwrite to train it again, or pick another name (name=...)"
         )
-    if overwrite and run_dir.exists():
-        shutil.rmtree(run_dir)
-    result = train_run(cfg, run_dir, score_test=False)
+    # --overwrite: train_run replaces the old run once the new one has read its data and built its model
+    result = train_run(cfg, run_dir, score_test=False, overwrite=overwrite)
     return result.model, result.summary
 
 

@@ -30,10 +30,10 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from u2a.errors import ModelError
-from u2a.io import atomic_dir, atomic_write_json, is_complete_dir
+from u2a.io import atomic_dir, atomic_write_json, atomic_write_safetensors, is_complete_dir, remove_dir
 
 FORMAT = 1
 CKPT_DIR = "checkpoints"
@@ -143,13 +143,13 @@ def save_checkpoint(
     """
     folder = Path(folder)
     with atomic_dir(folder) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in trainable.items()}, str(tmp / "trainable.safetensors"))
+        atomic_write_safetensors(tmp / "trainable.safetensors", trainable)
         opt_t, opt_meta = flatten_optimizer_state(optimizer_state)
-        save_file(opt_t, str(tmp / "optimizer.safetensors"))
+        atomic_write_safetensors(tmp / "optimizer.safetensors", opt_t)
         atomic_write_json(tmp / "optimizer.json", opt_meta)
         atomic_write_json(tmp / "scheduler.json", _json_safe(scheduler_state))
         rng_t = {f"rank{r}.{k}": v.cpu().contiguous() for r, s in enumerate(rng_states) for k, v in s["tensors"].items()}
-        save_file(rng_t, str(tmp / "rng.safetensors"))
+        atomic_write_safetensors(tmp / "rng.safetensors", rng_t)
         atomic_write_json(tmp / "rng.json", [{k: v for k, v in s.items() if k != "tensors"} for s in rng_states])
         files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir()) if p.is_file()}
         atomic_write_json(tmp / "state.json", {"format": FORMAT, **state, "num_rng_states": len(rng_states), "files": files})
@@ -241,6 +241,115 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return sorted(found, key=key)
 
 
+def _damage(folder: Path) -> str | None:
+    """None for a checkpoint whose files all match its state.json, else what is wrong."""
+    try:
+        verify_checkpoint(folder)
+    except ModelError as e:
+        return str(e)
+    return None
+
+
+def _is_older(name: str, than: dict[str, Any], than_name: str) -> bool:
+    """Whether the checkpoint named ``name`` (whose own state cannot be read) was written before
+    the one whose state is ``than``: its name says where it was (``step-N``: after N optimizer
+    steps; ``epoch-E``: after E epochs)."""
+    m = _NAME_RE.match(name)
+    if not m:
+        return True
+    kind, number = m.group(1), int(m.group(2))
+    if kind == "step":
+        step = int(than.get("global_step", 0))
+        return number < step or (number == step and than_name.startswith("epoch"))
+    return number <= int(than.get("epoch", 0))
+
+
+def resume_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint to resume ``run_dir`` from: the newest one, checked against the sizes and
+    SHA-256 in its ``state.json``. None when the run has no complete checkpoint.
+
+    A damaged newest checkpoint is never skipped silently: a ModelError names it, what is wrong
+    and the newest intact one (delete the damaged folder to resume from that one). A damaged
+    checkpoint older than the one used is ignored with a warning."""
+    import warnings
+
+    from u2a.errors import U2AWarning
+
+    ckpts = list_checkpoints(run_dir)  # complete ones, oldest first
+    if not ckpts:
+        return None
+    readable: list[Path] = []
+    unreadable: list[tuple[Path, str]] = []  # no usable state.json: placed by their names
+    for p in ckpts:
+        try:
+            st = json.loads((p / "state.json").read_text())
+            if not isinstance(st, dict):
+                raise ValueError("not a JSON object")
+            readable.append(p)
+        except (OSError, ValueError) as e:
+            unreadable.append((p, f"checkpoint file {p / 'state.json'} is missing, corrupt or truncated ({e})"))
+    chosen: Path | None = None
+    newer: list[tuple[Path, str]] = []
+    for p in reversed(readable):
+        why = _damage(p)
+        if why is None:
+            chosen = p
+            break
+        newer.append((p, why))
+    state = json.loads((chosen / "state.json").read_text()) if chosen is not None else {}
+    older: list[tuple[Path, str]] = []
+    for p, why in unreadable:
+        (older if chosen is not None and _is_older(p.name, state, chosen.name) else newer).append((p, why))
+    if chosen is None:
+        _, why = newer[0]
+        raise ModelError(f"no intact checkpoint in {Path(run_dir) / CKPT_DIR} to resume from: {why} "
+                         f"(delete the damaged checkpoint folders to start over, or train anew with --overwrite)")
+    if newer:
+        p, why = newer[0]
+        raise ModelError(f"the newest checkpoint {p} is damaged: {why}; delete {p} to resume from "
+                         f"{chosen} (epoch {state.get('epoch')}, step {state.get('global_step')}), "
+                         "the newest intact one")
+    for p, why in older:
+        warnings.warn(f"ignoring the damaged older checkpoint {p}: {why}; resuming from {chosen}",
+                      U2AWarning, stacklevel=2)
+    return chosen
+
+
+def check_fresh_start(run_dir: str | Path) -> None:
+    """Refuse to start a run from the beginning on ``--resume`` when its folder holds a trained
+    model or a summary (they would be replaced); a run that stopped before its first checkpoint
+    has neither and starts again."""
+    from u2a.errors import ConfigError
+
+    run_dir = Path(run_dir)
+    held = [n for n in ("best", "summary.json") if (run_dir / n).exists()]
+    if held:
+        raise ConfigError(
+            f"--resume {run_dir}: there is no checkpoint to resume from, but the folder holds "
+            f"{' and '.join(held)} of a trained run that starting again would replace; keep it, or train anew "
+            f"with `u2a train {run_dir / 'config.yaml'} --overwrite`"
+        )
+
+
+def remove_leftovers(run_dir: str | Path) -> None:
+    """Delete what interrupted writes of a run leave behind (call on the main process, with the run
+    locked): hidden ``.best.*.partial`` / ``.old`` folders, ``.*.tmp`` files, and in
+    ``checkpoints/`` hidden ``.partial`` / ``.old`` folders. None of them is ever loaded."""
+    run_dir = Path(run_dir)
+    for root in (run_dir, run_dir / CKPT_DIR):
+        if not root.is_dir():
+            continue
+        for p in root.iterdir():
+            if not p.name.startswith(".") or not p.name.endswith((".partial", ".old", ".tmp")):
+                continue
+            if root == run_dir and p.is_dir() and not p.name.startswith((".best.", ".u2a-replaced.")):
+                continue  # only u2a's own folders in the run folder
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     ckpts = list_checkpoints(run_dir)
     return ckpts[-1] if ckpts else None
@@ -255,10 +364,10 @@ def prune_checkpoints(run_dir: str | Path, keep_last: int, keep: Sequence[str | 
     removed = []
     for p in ckpts:
         if p.name not in protect:
-            shutil.rmtree(p, ignore_errors=True)
+            remove_dir(p)  # renamed aside first: never seen half-deleted under its name
             removed.append(p)
     if root.is_dir():
         for p in root.iterdir():
-            if p.name.startswith(".") and p.name.endswith(".partial"):
+            if p.name.startswith(".") and (p.name.endswith(".partial") or p.name.endswith(".old")):
                 shutil.rmtree(p, ignore_errors=True)
     return removed

@@ -29,7 +29,7 @@ from u2a.config import RunConfig
 from u2a.errors import ConfigError, DataError, ModelError
 from u2a.evaluation.metrics import compute_metrics, is_better, scalar_metrics
 from u2a.evaluation.predict import check_counted_once, predict_scenarios, validation_scenarios
-from u2a.io import atomic_dir, atomic_write_json
+from u2a.io import atomic_dir, atomic_write_json, oserror_names, remove_dir
 from u2a.methods import method_of
 from u2a.methods.base import StepContext
 from u2a.train import checkpoint as ckpt_lib
@@ -199,7 +199,7 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         if not self.is_main:
             return
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
+        with oserror_names(self.metrics_path), open(self.metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
         if self._tb is not None:
@@ -310,10 +310,11 @@ class Trainer:
     def resume(self, run_dir: str | Path | None = None) -> Path | None:
         """Load the newest complete checkpoint of ``run_dir`` (default: this run's folder).
 
-        Returns its path, or None when the run has none. A damaged checkpoint raises ModelError.
+        Returns its path, or None when the run has none. A damaged newest checkpoint raises a
+        ModelError naming it and the newest intact one (:func:`~u2a.train.checkpoint.resume_checkpoint`).
         """
         run_dir = Path(run_dir) if run_dir is not None else self.run_dir
-        path = ckpt_lib.latest_checkpoint(run_dir)
+        path = ckpt_lib.resume_checkpoint(run_dir)
         if path is None:
             return None
         self.load_checkpoint(path)
@@ -403,15 +404,25 @@ class Trainer:
         acc, tc = self.accelerator, self.tc
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            ckpt_lib.remove_leftovers(self.run_dir)  # of writes a kill interrupted
         acc.wait_for_everyone()
         set_seed(tc.seed, device_specific=True)  # dropout RNG: one stream per process
         if resume:
             if isinstance(resume, (str, Path)):
                 self.load_checkpoint(resume)
-            elif self.resume() is None and self.is_main:
-                log.warning("no checkpoint in %s; starting from scratch", self.run_dir)
-        if not self.resumed_from and self.is_main and self.metrics_path.exists():
-            self.metrics_path.unlink()
+            elif self.resume() is None:
+                ckpt_lib.check_fresh_start(self.run_dir)  # refuses when it would replace a trained model
+                if self.is_main:
+                    import warnings
+
+                    from u2a.errors import U2AWarning
+
+                    warnings.warn(f"no checkpoint in {self.run_dir} (the run stopped before its first one): "
+                                  "starting from the beginning", U2AWarning, stacklevel=2)
+        if not self.resumed_from and self.is_main:
+            # a fresh start: the logs of an earlier attempt are not continued (no duplicate records)
+            self.metrics_path.unlink(missing_ok=True)
+            remove_dir(self.run_dir / "tb")
         self._open_tensorboard(self.global_step if self.resumed_from else None)
         if not self.resumed_from and self.prepared:
             self._log({"type": "prepare", "method": self.cfg.model.method, "global_step": 0, **self.prepared})
