@@ -183,10 +183,10 @@ def test_cli_bench_on_a_config(tmp_path, capsys):
         f"    - {{name: image, encoder: {img}, kind: image}}\n"
         f"    - {{name: text, encoder: {txt}, kind: text, max_length: 6}}\n"
         "  num_classes: 4\n"
-        "train: {batch_size: 6}\n"
+        "train: {batch_size: 8}\n"
     )
     out = tmp_path / "res.json"
-    rc = main(["bench", "--config", str(cfg), "--repeats", "1", "--warmup", "0", "--only", "skip_absent,flops",
+    rc = main(["bench", "train.batch_size=6", "--config", str(cfg), "--repeats", "1", "--warmup", "0", "--only", "skip_absent,flops",
                "--peak-size", "128", "--out", str(out), "--fail-on-mismatch"])
     assert rc == 0
     res = json.loads(out.read_text())

@@ -100,7 +100,10 @@ def check_patterns(model, manifest, out, image="dinov2", text="bert"):
 ], ids=["dinov2+bert-source", "dinov2+bert-target_norm", "clip+roberta-target_norm"])
 def test_onnxruntime_equals_pytorch_for_every_pattern(tmp_path, image, text, u2a):
     model = build(image, text, **u2a)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     check_patterns(model, export_model(model, tmp_path / "exp"), tmp_path / "exp", image, text)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the caller's model is untouched
 
 
 def test_onnxruntime_equals_pytorch_residual_estimator(residual):

@@ -61,8 +61,8 @@ class BenchOptions:
     scenario: str = "eta0"
     compile_timeout: float = 300.0
     compile_backend: str = "inductor"
-    #: side of the square matmul measuring the peak
-    peak_size: int = 1024
+    #: side of the square matmul measuring the peak (default: 1024 on CPU, 8192 on CUDA)
+    peak_size: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -535,7 +535,8 @@ class Bench:
     def peak(self, dtype: str) -> dict[str, Any]:
         if dtype not in self._peaks:
             tdt = torch.bfloat16 if dtype == "bf16" else torch.float32
-            self._peaks[dtype] = flops_lib.matmul_peak(tdt, self.device, n=self.opts.peak_size)
+            n = self.opts.peak_size or (8192 if self.device.type == "cuda" else 1024)
+            self._peaks[dtype] = flops_lib.matmul_peak(tdt, self.device, n=n)
         return self._peaks[dtype]
 
     def utilisation(self) -> list[dict[str, Any]]:

@@ -114,7 +114,8 @@ def register(sub, formatter_class) -> None:
     p.add_argument("--text-tokens", type=int, default=None, help="tokens per text sample (default: max_length, else 32)")
     p.add_argument("--compile-timeout", type=float, default=300.0, help="give up compiling after this many seconds")
     p.add_argument("--compile-backend", default="inductor", help="torch.compile backend")
-    p.add_argument("--peak-size", type=int, default=1024, help="side of the square matmul that measures the peak")
+    p.add_argument("--peak-size", type=int, default=None,
+                   help="side of the square matmul that measures the peak (default: 1024 on CPU, 8192 on CUDA)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--export", default=None, metavar="DIR",
                    help="measure an exported model (u2a export) instead: onnxruntime vs PyTorch latency")

@@ -187,7 +187,11 @@ def export_model(source, out: str | Path, log: Callable[[str], None] | None = No
         model = load_model(folder)
         src = str(folder)
     else:
-        model, src = source, "(in-memory model)"
+        check_exportable(source)
+        from u2a.bench.runner import copy_model
+
+        # a copy: merging and unmerging LoRA in place would round the caller's frozen weights
+        model, src = copy_model(source), "(in-memory model)"
     check_exportable(model)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
@@ -198,11 +202,7 @@ def export_model(source, out: str | Path, log: Callable[[str], None] | None = No
     model = model.float().eval()
     set_attention(model, "eager")
     model.merge_lora()
-    try:
-        manifest = _export(model, out, src, log, check)
-    finally:
-        model.unmerge_lora()
-    return manifest
+    return _export(model, out, src, log, check)
 
 
 def _export(model, out: Path, src: str, log: Callable[[str], None], check: bool) -> dict[str, Any]:
