@@ -205,3 +205,17 @@ def test_paper_bench_config_is_offline_random_init():
     from u2a.encoders.registry import shipped_config
 
     assert all(shipped_config(m.encoder) is not None for m in cfg.model.modalities)
+
+
+@pytest.mark.parametrize("method", ["mla", "ume_mma"])
+def test_other_methods_bench_with_their_task_loss(method):
+    from u2a.methods import get_method
+
+    mods = [dict(name="image", encoder="a", kind="image"), dict(name="text", encoder="b", kind="text")]
+    cfg = ModelConfig(method=method, modalities=mods, num_classes=3)
+    model = get_method(method).model_class(cfg, {"image": tiny_adapter("dinov2"), "text": tiny_adapter("bert")})
+    res = Bench(model, quick(only=["skip_absent", "flops"]), text_tokens={"text": TEXT_TOKENS}).run()
+    sa = res["comparisons"]["skip_absent"]
+    assert "error" not in sa, sa
+    assert all(rec["logits_check"]["equal"] for rec in sa["scenarios"].values())
+    assert res["comparisons"]["flops"]["scenarios"]["both70"]["skip/train"]["analytic"] is None  # U2A only

@@ -110,6 +110,37 @@ def test_onnxruntime_equals_pytorch_residual_estimator(residual):
     check_patterns(*residual)
 
 
+def test_three_modalities_of_three_more_families(tmp_path):
+    """ViT images, AST audio, MPNet text: every one of the 7 availability patterns, where a missing
+    slot is the mean of the estimates of the modalities that are there."""
+    import itertools
+
+    torch.manual_seed(0)
+    fams = {"image": "vit", "audio": "ast", "text": "mpnet"}
+    mods = [dict(name=m, encoder=f"tiny-{f}", kind=m, max_length=7 if m == "text" else None) for m, f in fams.items()]
+    cfg = ModelConfig(modalities=mods, num_classes=3, u2a=U2AConfig(estimator="anchored"))
+    model = trained_like(U2AModel(cfg, {m: tiny_adapter(f) for m, f in fams.items()}))
+    export_model(model, tmp_path / "exp")
+    exported = ExportedModel(tmp_path / "exp")
+    patterns = [p for p in itertools.product([True, False], repeat=3) if any(p)]
+    present = torch.tensor([p for p in patterns for _ in range(2)])
+    x = {m: tiny_inputs(f, len(present), seed=i) for i, (m, f) in enumerate(fams.items())}
+    compact = {m: {k: v[present[:, i]] for k, v in x[m].items()} for i, m in enumerate(model.modalities)}
+    with torch.no_grad():
+        ref = model(compact, present).logits.numpy()
+    got = exported.run({m: {k: v.numpy() for k, v in d.items()} for m, d in compact.items()}, present.numpy())
+    assert np.abs(got - ref).max() < 1e-4
+
+
+def test_whisper_is_refused_clearly(tmp_path):
+    torch.manual_seed(0)
+    mods = [dict(name="audio", encoder="a", kind="audio"), dict(name="text", encoder="b", kind="text")]
+    model = U2AModel(ModelConfig(modalities=mods, num_classes=3),
+                     {"audio": tiny_adapter("whisper"), "text": tiny_adapter("bert")})
+    with pytest.raises(ModelError, match="Whisper.*not supported yet"):
+        export_model(model, tmp_path / "exp")
+
+
 def test_ablation_without_mask_tokens_exports_its_placeholders(tmp_path):
     model = build(mask_tokens=False)
     export_model(model, tmp_path / "exp")

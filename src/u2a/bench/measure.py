@@ -11,11 +11,12 @@ Peak memory of one call is measured apart from the timed calls:
   allocated before the call (the call's own working memory: activations, gradients, temporaries).
 - CPU (Linux): the rise of the process's peak resident set size (``VmHWM`` in
   ``/proc/self/status``) over the call, after resetting that peak to the current size (writing
-  ``5`` to ``/proc/self/clear_refs``) and returning freed heap to the system (``malloc_trim``).
-  glibc is told to serve every allocation of 128 KiB or more by ``mmap`` (a fixed
-  ``M_MMAP_THRESHOLD``), so that a tensor freed by an earlier variant leaves the resident set at
-  once instead of hiding the next variant's use. Where that is not available the rise of
-  ``ru_maxrss`` is reported, which counts only new process-wide peaks (flagged ``"method"``).
+  ``5`` to ``/proc/self/clear_refs``) and handing freed heap pages back to the system
+  (``malloc_trim(0)``, which also releases whole free pages inside glibc's arenas), so that memory
+  an earlier variant used and freed does not hide this call's use. The allocator itself is left
+  as it is: the timed calls run as training does. Where ``clear_refs`` is not available the rise
+  of ``ru_maxrss`` is reported, which counts only new process-wide peaks (the ``"method"`` field
+  says which).
 """
 
 from __future__ import annotations
@@ -94,7 +95,6 @@ def ratio(a: Timing, b: Timing) -> float | None:
 # ---- memory ------------------------------------------------------------------------------------
 
 _LIBC = None
-_MMAP_SET = False
 
 
 def _libc():
@@ -127,16 +127,6 @@ def _hwm_resettable() -> bool:
         return True
     except OSError:
         return False
-
-
-def prepare_cpu_memory_measurement() -> bool:
-    """Fix glibc's mmap threshold at 128 KiB (see the module docstring); True when it could."""
-    global _MMAP_SET
-    libc = _libc()
-    if libc is not None and not _MMAP_SET:
-        M_MMAP_THRESHOLD = -3
-        _MMAP_SET = bool(libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024))
-    return _MMAP_SET
 
 
 def peak_memory(fn: Callable[[], Any], device: torch.device | str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from u2a.bench import flops as flops_lib
-from u2a.bench.measure import Timing, interleave, peak_memory, prepare_cpu_memory_measurement, ratio, sync
+from u2a.bench.measure import interleave, peak_memory, ratio, sync
 from u2a.bench.workload import (
     SCENARIOS, Scenario, build_scenarios, compact_inputs, placeholder_inputs, sequence_tokens, synthetic_inputs,
     to_device,
@@ -272,8 +272,6 @@ class Bench:
 
     # ---- comparisons ------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        if self.device.type == "cpu":
-            prepare_cpu_memory_measurement()
         result: dict[str, Any] = {"meta": self.describe(), "comparisons": {}}
         for name in self.opts.comparisons:
             self.log(f"{name}: {DESCRIPTIONS[name]}")

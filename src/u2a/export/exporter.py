@@ -49,6 +49,12 @@ def check_exportable(model) -> None:
     if method != "u2a":
         raise ModelError(f"u2a export supports U2A models only; exporting {method or type(model).__name__} models "
                          "is not supported yet")
+    whisper = [m for m in model.modalities if model.encoders[m].family == "whisper"]
+    if whisper:
+        # its clips are padded to the longest of the batch, so the graph would need a dynamic number
+        # of mel frames, which the adapter's embedding fixes when traced
+        raise ModelError(f"modalities {whisper}: exporting Whisper encoders (variable-length audio) is not "
+                         "supported yet")
 
 
 def input_names_of(model, m: str) -> list[str]:
