@@ -112,6 +112,10 @@ def test_equality_check_sees_a_difference(monkeypatch):
 
 
 def test_skip_path_does_less_work_where_modalities_are_missing(result):
+    sa = result["comparisons"]["skip_absent"]["scenarios"]
+    for sc in ("both70", "text70"):
+        mem = {p: sa[sc]["train"]["variants"][p]["memory"] for p in ("placeholder", "skip")}
+        assert 0 < mem["skip"]["saved_mib"] < mem["placeholder"]["saved_mib"], mem
     fl = result["comparisons"]["flops"]["scenarios"]
     for mode in ("train", "infer"):
         assert fl["eta0"][f"skip/{mode}"]["counted"] == fl["eta0"][f"placeholder/{mode}"]["counted"]

@@ -159,3 +159,26 @@ def peak_memory(fn: Callable[[], Any], device: torch.device | str) -> dict[str, 
 
 def process_peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def saved_for_backward(fn: Callable[[], Any], exclude: set[int] | None = None) -> dict[str, Any]:
+    """The bytes autograd keeps from the forward pass for the backward pass during one call of
+    ``fn`` (a training step): every tensor it saves, each storage counted once, parameters (given
+    by ``exclude``, their storages' data pointers) left out. A deterministic measure of activation
+    memory, free of allocator effects, on any device."""
+    exclude = exclude or set()
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        try:
+            st = t.untyped_storage()
+            ptr = st.data_ptr()
+            if ptr and ptr not in exclude:
+                seen[ptr] = st.nbytes()
+        except (RuntimeError, NotImplementedError):  # pragma: no cover - tensors without storage
+            pass
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return {"saved_mib": sum(seen.values()) / 2 ** 20, "tensors": len(seen)}

@@ -16,9 +16,10 @@ def _f(x: Any, fmt: str = "{:.3g}") -> str:
 def _variant_rows(title: str, res: dict[str, Any]) -> list[str]:
     rows = []
     for name, v in res.get("variants", {}).items():
-        mem = v.get("memory", {}).get("peak_mib")
+        mem = v.get("memory", {})
         rows.append(f"| {title} | {name} | {_f(1000 * v['median_s'], '{:.2f}')} | {_f(v.get('samples_per_s'), '{:.1f}')} "
-                    f"| {_f(v.get('ms_per_sample'), '{:.2f}')} | {_f(mem, '{:.1f}')} |")
+                    f"| {_f(v.get('ms_per_sample'), '{:.2f}')} | {_f(mem.get('peak_mib'), '{:.1f}')} "
+                    f"| {_f(mem.get('saved_mib'), '{:.1f}')} |")
     return rows
 
 
@@ -30,8 +31,8 @@ def render(result: dict[str, Any]) -> str:
         f"({meta.get('gpu') or meta.get('cpu')}, {meta.get('threads')} threads) | torch {meta.get('torch')} | "
         f"{o.get('repeats')} repeats after {o.get('warmup')} warm-up, medians, variants interleaved",
         "",
-        "| comparison | variant | median ms/call | samples/s | ms/sample | peak MiB |",
-        "|---|---|---:|---:|---:|---:|",
+        "| comparison | variant | median ms/call | samples/s | ms/sample | peak MiB | saved MiB |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     ratios: list[str] = []
     comps = result.get("comparisons", {})

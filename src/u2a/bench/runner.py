@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from u2a.bench import flops as flops_lib
-from u2a.bench.measure import interleave, peak_memory, ratio, sync
+from u2a.bench.measure import interleave, peak_memory, ratio, saved_for_backward, sync
 from u2a.bench.workload import (
     SCENARIOS, Scenario, build_scenarios, compact_inputs, placeholder_inputs, sequence_tokens, synthetic_inputs,
     to_device,
@@ -190,6 +190,10 @@ class Bench:
             self._models["bf16"] = m
         return self._models["bf16"]
 
+    def _parameter_storages(self) -> set[int]:
+        models = [self.model, *self._models.values()]
+        return {p.untyped_storage().data_ptr() for m in models for p in m.parameters()}
+
     # ---- batches ----------------------------------------------------------------------
     def batch(self, scenario: str, path: str, one: bool = False, pattern: torch.Tensor | None = None):
         """(inputs, present, encode_all) of a scenario's batch on the ``skip`` or
@@ -265,6 +269,8 @@ class Bench:
             rec = t.as_dict()
             if memory:
                 rec["memory"] = peak_memory(variants[name], self.device)
+                if tags and tags.get(name, {}).get("mode") == "train":
+                    rec["memory"].update(saved_for_backward(variants[name], self._parameter_storages()))
             out[name] = rec
             if tags and name in tags:
                 self.timed.append({"comparison": comparison, "variant": name, **tags[name], "median_s": t.median})
