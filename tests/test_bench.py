@@ -11,7 +11,6 @@ import torch
 
 from _tiny import save_tiny, tiny_adapter
 from u2a.bench import Bench, BenchOptions
-from u2a.bench import flops as flops_lib
 from u2a.bench import workload
 from u2a.bench.measure import interleave, peak_memory
 from u2a.cli import main

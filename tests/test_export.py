@@ -245,3 +245,13 @@ def test_export_latency_runs(residual, capsys):
     assert all(v["median_s"] > 0 for v in res["variants"].values())
     assert max(res["max_abs_diff_onnxruntime_vs_pytorch"].values()) < 1e-4
     assert "only_text" in render_latency(res)
+
+
+def test_a_failed_export_leaves_nothing_behind(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ModelError("ONNX export of encoder_image.onnx failed: simulated")
+
+    monkeypatch.setattr("u2a.export.exporter._onnx_export", broken)
+    with pytest.raises(ModelError, match="simulated"):
+        export_model(build(), tmp_path / "exp")
+    assert list(tmp_path.iterdir()) == []

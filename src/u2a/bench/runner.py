@@ -14,7 +14,7 @@ import os
 import platform
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import torch
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from u2a.bench import flops as flops_lib
 from u2a.bench.measure import interleave, peak_memory, ratio, saved_for_backward, sync
 from u2a.bench.workload import (
-    SCENARIOS, Scenario, build_scenarios, compact_inputs, placeholder_inputs, sequence_tokens, synthetic_inputs,
+    SCENARIOS, build_scenarios, compact_inputs, placeholder_inputs, sequence_tokens, synthetic_inputs,
     to_device,
 )
 from u2a.errors import ConfigError

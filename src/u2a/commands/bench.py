@@ -5,7 +5,6 @@ model, each comparison measured side by side in one process (docs/benchmarks.md)
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

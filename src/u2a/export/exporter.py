@@ -19,14 +19,13 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import shutil
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from u2a.errors import ModelError
-from u2a.io import atomic_write_json
+from u2a.io import atomic_dir, atomic_write_json
 
 FORMAT = "u2a-export"
 FORMAT_VERSION = 1
@@ -187,6 +186,11 @@ def export_model(source, out: str | Path, log: Callable[[str], None] | None = No
 
     log = log or (lambda s: None)
     out = Path(out)
+    for module in ("onnx", "onnxscript"):
+        try:
+            __import__(module)
+        except ImportError as e:
+            raise ModelError(f"u2a export needs onnx and onnxscript: pip install 'u2a[export]' ({e})") from e
     if isinstance(source, (str, Path)):
         folder = model_folder(source)
         log(f"loading {folder}")
@@ -199,16 +203,16 @@ def export_model(source, out: str | Path, log: Callable[[str], None] | None = No
         # a copy: merging and unmerging LoRA in place would round the caller's frozen weights
         model, src = copy_model(source), "(in-memory model)"
     check_exportable(model)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ModelError(f"{out} exists and is not empty (use --overwrite)")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise ModelError(f"{out} exists and is not empty (use --overwrite)")
     model = model.float().eval()
     set_attention(model, "eager")
     model.merge_lora()
-    return _export(model, out, src, log, check)
+    # built under a temporary name and renamed when complete: a failed export leaves nothing behind
+    with atomic_dir(out) as tmp:
+        manifest = _export(model, tmp, src, log, check)
+    log(f"wrote {out}")
+    return manifest
 
 
 def _export(model, out: Path, src: str, log: Callable[[str], None], check: bool) -> dict[str, Any]:
@@ -288,7 +292,6 @@ def _export(model, out: Path, src: str, log: Callable[[str], None], check: bool)
                   "inputs at export time"} if check else None,
     }
     atomic_write_json(out / MANIFEST, manifest)
-    log(f"wrote {out / MANIFEST}")
     return manifest
 
 
