@@ -22,6 +22,8 @@ SUBCOMMAND_MODULES = [
     "u2a.commands.evaluate",
     "u2a.commands.experiment",
     "u2a.commands.demo",
+    "u2a.commands.bench",
+    "u2a.commands.export",
 ]
 
 
