@@ -49,7 +49,9 @@ def test_two_epochs_on_a_100_sample_slice(emoji_dir, tmp_path, capsys):
     epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in epochs if r.get("type") == "epoch"]
     assert [r["epoch"] for r in epochs] == [1, 2]
-    assert epochs[1]["train_losses"]["task"] < epochs[0]["train_losses"]["task"]
+    # 2 x 7 steps are too few for the per-epoch training loss to fall reliably; the model must learn
+    # something: validation accuracy well above chance (1/9) after the second epoch
+    assert epochs[1]["val"]["accuracy"] > max(epochs[0]["val"]["accuracy"], 0.25)
     assert set(epochs[0]["train_losses"]) == {"loss", "task", "align", "align/image->text", "align/text->image"}
     # validation reports the mask-token estimates next to the constant mean, per direction
     est = epochs[1]["val"]["estimates"]

@@ -22,6 +22,10 @@ that override the preset one by one, so that an ablation can turn each component
 ``one_way_attention``
     mask tokens read every token of their sequence, but no token reads them: the CLS path of an
     available modality is the same with or without mask tokens.
+``detach_estimate``
+    the task loss does not train the estimator (its mask tokens, gain, anchor and the LoRA path
+    it runs through); only the alignment loss does, so the estimate stays a regression estimate of
+    CLS(t) while the head still learns to use it. The paper trains the estimate with both losses.
 ``token_lr``
     the CLS and mask tokens get their own learning rate, ``token_lr x RMS(embedded tokens)`` of their
     encoder (a relative step per Adam update); ``0`` keeps them at the base learning rate as the
@@ -48,6 +52,7 @@ class EstimatorSettings:
     normalize_align: bool
     one_way_attention: bool
     token_lr: float  # 0: the base learning rate
+    detach_estimate: bool = False
 
 
 #: the named presets of ``model.u2a.estimator``
@@ -92,6 +97,7 @@ class U2AConfig:
     normalize_align: Optional[bool] = None
     one_way_attention: Optional[bool] = None
     token_lr: Optional[float] = None
+    detach_estimate: Optional[bool] = None
     #: training samples encoded before training for the target statistics and the floor check
     stats_samples: int = 256
 
@@ -117,4 +123,5 @@ class U2AConfig:
             normalize_align=bool(pick(self.normalize_align, base.normalize_align)),
             one_way_attention=bool(pick(self.one_way_attention, base.one_way_attention)),
             token_lr=float(pick(self.token_lr, base.token_lr)),
+            detach_estimate=bool(pick(self.detach_estimate, base.detach_estimate)),
         )

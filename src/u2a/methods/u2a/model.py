@@ -243,7 +243,10 @@ class U2AModel(MethodModel):
                     if s == t or (s, t) not in feats.mt:
                         continue
                     w = available[:, si].unsqueeze(1).to(cls_t.dtype)
-                    est = est + w * feats.mt[(s, t)]
+                    e = feats.mt[(s, t)]
+                    if self.settings.detach_estimate and self.training:
+                        e = e.detach()  # the estimator learns from the alignment loss only
+                    est = est + w * e
                     count = count + w
                 est = est / count.clamp(min=1)
             elif t in feats.placeholder_cls:
