@@ -13,6 +13,12 @@ that override the preset one by one, so that an ablation can turn each component
     over the training batches; stored with the model) and ``a`` a learnable per-dimension gain
     that starts at 0, so that at step 0 the estimate *is* the mean placeholder and training moves
     it only where the loss says it helps.
+    ``linear``: ``mean_t + std_t * (U V^T z)`` with ``z`` the MT output standardised per dimension
+    over samples (running statistics, stored with the model) and ``U V^T`` a learnable map of rank
+    ``estimator_rank`` from the source's width to the target's, ``U`` starting at 0: as
+    ``residual`` it starts at the mean placeholder, but it is a regression of CLS(t) on the MT
+    output - any source coordinate can inform any target coordinate, which an elementwise gain
+    cannot do across two different encoders.
 ``stop_grad_target``
     no gradient through CLS(t) in the alignment loss (the paper's eq. 6 moves both sides).
 ``normalize_align``
@@ -42,7 +48,7 @@ from typing import Optional
 
 from u2a.validation import check
 
-OUTPUTS = ("source", "target_norm", "residual")
+OUTPUTS = ("source", "target_norm", "residual", "linear")
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,8 @@ class U2AConfig:
     one_way_attention: Optional[bool] = None
     token_lr: Optional[float] = None
     detach_estimate: Optional[bool] = None
+    #: rank of the ``linear`` output's map from the MT output to the target space
+    estimator_rank: int = 16
     #: training samples encoded before training for the target statistics and the floor check
     stats_samples: int = 256
 
@@ -111,6 +119,7 @@ class U2AConfig:
             check(self.output in OUTPUTS, "model.u2a.output", f"must be one of {OUTPUTS} or null, got {self.output!r}")
         if self.token_lr is not None:
             check(self.token_lr >= 0, "model.u2a.token_lr", f"must be >= 0 or null, got {self.token_lr}")
+        check(self.estimator_rank >= 1, "model.u2a.estimator_rank", f"must be >= 1, got {self.estimator_rank}")
         check(self.stats_samples >= 2, "model.u2a.stats_samples", f"must be >= 2, got {self.stats_samples}")
 
     def settings(self) -> EstimatorSettings:

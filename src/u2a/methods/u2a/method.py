@@ -45,6 +45,7 @@ class U2AMethod(Method):
         model.eval()
         dev = model.head.weight.device
         targets: dict[str, list[torch.Tensor]] = {m: [] for m in model.modalities}
+        sources: dict[tuple[str, str], list[torch.Tensor]] = {}
         sq: dict[str, float] = {m: 0.0 for m in model.modalities}
         cnt: dict[str, float] = {m: 0.0 for m in model.modalities}
         from u2a.data.processing import move_batch
@@ -53,6 +54,10 @@ class U2AMethod(Method):
             for start in range(0, len(indices), batch_size):
                 batch = move_batch(collate([dataset[i] for i in indices[start:start + batch_size]]), dev)
                 feats = model.encode(batch["inputs"], batch["present"], ids=batch["ids"])
+                for (src, tgt), raw in feats.mt_source.items():
+                    rows = feats.present[:, model.modalities.index(src)]
+                    if rows.any():
+                        sources.setdefault((src, tgt), []).append(raw[rows].float().cpu())
                 for j, m in enumerate(model.modalities):
                     rows = feats.present[:, j]
                     if rows.any():
@@ -71,6 +76,7 @@ class U2AMethod(Method):
             model.train(was)
         return {
             "targets": {m: torch.cat(v) if v else None for m, v in targets.items()},
+            "sources": {k: torch.cat(v) for k, v in sources.items() if v},
             "embed_rms": {m: (sq[m] / cnt[m]) ** 0.5 if cnt[m] else None for m in model.modalities},
         }
 
@@ -99,8 +105,8 @@ class U2AMethod(Method):
                     out.append(FloorCheck(s, t, "target_norm", 0.0, const,
                                           "on the target's own final-norm manifold, which holds every real CLS(t)"))
                 else:
-                    out.append(FloorCheck(s, t, "residual", None, const,
-                                          "starts at the constant (gain 0) and can only be trained away from it"))
+                    out.append(FloorCheck(s, t, settings.output, None, const,
+                                          "starts at the constant (mean target) and can only be trained away from it"))
         return out
 
     def prepare(self, model: U2AModel, dataset: Any, collate: Callable, cfg: Any, log: Callable[[str], None]) -> dict[str, Any]:
@@ -120,6 +126,17 @@ class U2AMethod(Method):
 
                 raise DataError(f"the training data has no sample with modality {lacking}: cannot estimate it")
             model.set_target_stats(mean, var)
+        if len(model.source_stats):
+            from u2a.methods.u2a.estimators import pair_key
+
+            src = {pair_key(*k): v for k, v in got["sources"].items()}
+            missing_src = [k for k in model.source_stats if k not in src]
+            if missing_src:
+                from u2a.errors import DataError
+
+                raise DataError(f"the training data has no sample for the mask-token directions {missing_src}")
+            model.set_source_stats({k: v.mean(0) for k, v in src.items()},
+                                   {k: v.var(0, unbiased=False) for k, v in src.items()})
         self._embed_rms = got["embed_rms"]
         checks = self.floor_checks(model, targets)
         s = model.settings
@@ -156,19 +173,30 @@ class U2AMethod(Method):
     def update_running_stats(self, ctx: StepContext, model: U2AModel, feats) -> None:
         """Running mean and variance of each target's CLS output, from this batch's sums over every
         process (so one process and several give the same numbers)."""
-        parts, dims = [], []
+        from u2a.methods.u2a.estimators import pair_key
+
+        parts, dims, owners = [], [], []
         for t in model.stats:
             ti = model.modalities.index(t)
             y = feats.align_target[t][feats.present[:, ti]].detach().double()
             parts += [y.sum(0), (y ** 2).sum(0), y.new_tensor([float(y.shape[0])])]
             dims.append(y.shape[1])
+            owners.append(model.stats[t])
+        for (src, tgt), raw in feats.mt_source.items():
+            key = pair_key(src, tgt)
+            if key not in model.source_stats:
+                continue
+            x = raw[feats.present[:, model.modalities.index(src)]].detach().double()
+            parts += [x.sum(0), (x ** 2).sum(0), x.new_tensor([float(x.shape[0])])]
+            dims.append(x.shape[1])
+            owners.append(model.source_stats[key])
         flat = torch.cat(parts)
         if ctx.accelerator.num_processes > 1:
             flat = ctx.accelerator.reduce(flat, reduction="sum")
         i = 0
-        for t, d in zip(model.stats, dims):
+        for owner, d in zip(owners, dims):
             total, total_sq, n = flat[i:i + d], flat[i + d:i + 2 * d], float(flat[i + 2 * d])
-            model.stats[t].update(total, total_sq, n)
+            owner.update(total, total_sq, n)
             i += 2 * d + 1
 
     def train_step(self, ctx: StepContext, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:

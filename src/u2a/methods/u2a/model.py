@@ -46,6 +46,8 @@ class Features(BatchFeatures):
     align_pred: dict[Pair, torch.Tensor] = field(default_factory=dict)
     #: ablation without mask tokens: CLS output of each modality's placeholder input, (1, D)
     placeholder_cls: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: ``linear`` output: the raw MT(s->t) output, (B, d_s) (its running statistics standardise it)
+    mt_source: dict[Pair, torch.Tensor] = field(default_factory=dict)
 
     shared_fields = ("placeholder_cls",)
 
@@ -118,17 +120,30 @@ class U2AModel(MethodModel):
         self.gain = nn.ParameterDict()
         self.anchor = nn.ParameterDict()
         self.stats = nn.ModuleDict()
+        #: ``linear`` output: per direction the down (d_s -> r) and up (r -> d_t) maps and the
+        #: running statistics of the MT output that standardise it
+        self.down = nn.ModuleDict()
+        self.up = nn.ModuleDict()
+        self.source_stats = nn.ModuleDict()
         if ucfg.mask_tokens and out != "source":
             for s in self.modalities:
                 for t in self.targets_of(s):
+                    key = pair_key(s, t)
+                    if out == "linear":
+                        r = min(ucfg.estimator_rank, widths[s], widths[t])
+                        self.down[key] = nn.Linear(widths[s], r, bias=False)
+                        self.up[key] = nn.Linear(r, widths[t], bias=False)
+                        nn.init.zeros_(self.up[key].weight)
+                        self.source_stats[key] = _TargetStats(widths[s])
+                        continue
                     if widths[s] != widths[t]:
-                        self.bridge[pair_key(s, t)] = nn.Linear(widths[s], widths[t])
+                        self.bridge[key] = nn.Linear(widths[s], widths[t])
                     if out == "residual":
-                        self.gain[pair_key(s, t)] = nn.Parameter(torch.zeros(widths[t]))
-            if out == "residual":
+                        self.gain[key] = nn.Parameter(torch.zeros(widths[t]))
+            if out in ("residual", "linear"):
                 for t in self.modalities:
                     self.anchor[t] = nn.Parameter(torch.zeros(widths[t]))
-        if ucfg.mask_tokens and (out == "residual" or self.settings.normalize_align):
+        if ucfg.mask_tokens and (out in ("residual", "linear") or self.settings.normalize_align):
             for t in self.modalities:
                 dim_t = widths[t] if out != "source" else self.dim
                 self.stats[t] = _TargetStats(dim_t)
@@ -151,6 +166,14 @@ class U2AModel(MethodModel):
         for t in self.anchor:
             self.anchor[t].copy_(mean[t])
 
+    @torch.no_grad()
+    def set_source_stats(self, mean: Mapping[str, torch.Tensor], var: Mapping[str, torch.Tensor]) -> None:
+        """Statistics of each MT output (per direction key) that standardise it (``linear`` output)."""
+        for key in self.source_stats:
+            st = self.source_stats[key]
+            for name, v in (("mean", mean[key]), ("var", var[key]), ("run_mean", mean[key]), ("run_var", var[key])):
+                getattr(st, name).copy_(v)
+
     # ---- forward ------------------------------------------------------------------------
     def _estimate(self, s: str, t: str, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(projected estimate of CLS(t), the estimate in the alignment space) from MT(s->t)'s output."""
@@ -159,6 +182,12 @@ class U2AModel(MethodModel):
             e = self.proj[s](h)
             return e, e
         key = pair_key(s, t)
+        if out == "linear":  # mean_t + std_t * U V^T standardise(h)
+            st = self.source_stats[key]
+            z = (h.float() - st.run_mean) / (st.run_var + 1e-5 * st.run_var.mean() + 1e-12).sqrt()
+            std = self.stats[t].run_var.clamp_min(1e-12).sqrt()
+            e = self.anchor[t] + std * self.up[key](self.down[key](z))
+            return self.proj[t](e), e
         x = self.bridge[key](h) if key in self.bridge else h
         if out == "target_norm":
             norm = self.encoders[t].final_norm
@@ -189,7 +218,9 @@ class U2AModel(MethodModel):
         cls_native: dict[str, torch.Tensor] = {}
         est_out: dict[Pair, torch.Tensor] = {}
         pred_out: dict[Pair, torch.Tensor] = {}
+        raw_out: dict[Pair, torch.Tensor] = {}
         placeholder_cls: dict[str, torch.Tensor] = {}
+        keep_raw = self.settings.output == "linear"
 
         def scatter(rows: torch.Tensor, values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
             full = torch.zeros(b, values.shape[-1], device=dev, dtype=dtype)
@@ -216,6 +247,8 @@ class U2AModel(MethodModel):
                         e, p = self._estimate(m, t, mt[:, j])
                         est_out[(m, t)] = scatter(rows, e, keep)
                         pred_out[(m, t)] = scatter(rows, p, keep)
+                        if keep_raw:
+                            raw_out[(m, t)] = scatter(rows, mt[:, j].detach(), keep)
             if m not in cls_out:
                 cls_out[m] = torch.zeros(b, self.dim, device=dev, dtype=dtype)
                 cls_native[m] = torch.zeros(b, self.widths[m], device=dev, dtype=dtype)
@@ -224,7 +257,7 @@ class U2AModel(MethodModel):
         source_space = self.settings.output == "source"
         align_target = cls_out if source_space else cls_native
         return Features(present=present, cls=cls_out, mt=est_out, align_target=dict(align_target),
-                        align_pred=pred_out, placeholder_cls=placeholder_cls)
+                        align_pred=pred_out, placeholder_cls=placeholder_cls, mt_source=raw_out)
 
     def select(self, feats: Features, available: torch.Tensor) -> U2AOutput:
         """Token selection (eq. 4), sum fusion and the head (eq. 5) for one availability pattern.
