@@ -352,3 +352,21 @@ def test_missing_scenario_equals_the_runs_own_test_table(tmp_path):
     sc = [s for s in build_protocol("missing", ("a", "b"), 0.7) if s.spec.type == "both"][0]
     got = availability(sc, present, ["a", "b"], missing_pair(["a", "b"]), seed=4, context=ctx)
     assert torch.equal(got, want)
+
+
+def test_a_finished_run_is_recognised_by_what_was_trained():
+    """Reuse in `u2a experiment` compares what defines a run: not its folder, and not the config
+    sections of methods the run does not use."""
+    from u2a.config import build_run_config
+    from u2a.pipelines.experiment import _comparable
+
+    base = {"name": "a", "output_dir": "/x", "model": S.model_section("enc")}
+    a = build_run_config({**base, "model": {**base["model"], "method": "mla"}})
+    b = build_run_config({**base, "name": "b", "output_dir": "/elsewhere",
+                          "model": {**base["model"], "method": "mla", "u2a": {"estimator": "paper"}}})
+    assert _comparable(a) == _comparable(b)
+    c = build_run_config({**base, "model": {**base["model"], "method": "mla", "mla": {"fusion": "mean"}}})
+    assert _comparable(a) != _comparable(c)
+    u = build_run_config({**base, "model": {**base["model"], "u2a": {"estimator": "paper"}}})
+    v = build_run_config({**base, "model": {**base["model"], "u2a": {"estimator": "anchored"}}})
+    assert _comparable(u) != _comparable(v)

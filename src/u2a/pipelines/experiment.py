@@ -79,9 +79,19 @@ def parse_variants(methods: Sequence[str] | str = ("u2a",), custom: Sequence[str
 
 
 def _comparable(cfg: RunConfig) -> dict[str, Any]:
+    """What defines a trained run: its config without where it lives (``name``, ``output_dir``),
+    the progress bars, the class names the data fills in, and the sections of the *other* methods
+    (an MLA run does not change when U2A's defaults do)."""
     d = copy.deepcopy(cfg.to_dict())
+    d.pop("name", None)
+    d.pop("output_dir", None)
     d["model"]["classes"] = None
     d["train"]["progress"] = None
+    from u2a.config import METHODS
+
+    for other in METHODS:
+        if other != d["model"].get("method"):
+            d["model"].pop(other, None)
     return d
 
 
