@@ -184,3 +184,23 @@ def test_floor_check_warns_when_the_papers_estimator_cannot_beat_a_constant():
     assert all(c.floor > c.constant and not c.beats_constant and "WARNING" in c.note for c in checks)
     ok = make(estimator="anchored", output="target_norm").eval()
     assert all(c.floor == 0.0 for c in U2AMethod().floor_checks(ok, targets))
+
+
+def test_align_encoder_false_keeps_alignment_out_of_the_encoder():
+    """align_encoder=false: the alignment loss trains the estimate map only (a probe); the mask
+    tokens and LoRA get no gradient from it."""
+    model = make(estimator="paper", output="linear", align_encoder=False, stop_grad_target=True)
+    model.train()
+    for m in model.modalities:
+        for n, p in model.encoders[m].named_parameters():
+            if "lora_B" in n:
+                torch.nn.init.normal_(p, std=0.1)
+    with torch.no_grad():
+        for key in model.up:
+            torch.nn.init.normal_(model.up[key].weight, std=0.1)
+    out = model(inputs(), torch.ones(4, 2, dtype=torch.bool))
+    sum(alignment_terms(out, model.modalities, stop_grad_target=True).values()).backward()
+    assert all(p.grad is None or float(p.grad.abs().max()) == 0.0 for p in model.mask_tokens.values())
+    for m in model.modalities:
+        assert all(g is None or float(g.abs().max()) == 0.0 for g in lora_grads(model, m).values())
+    assert all(float(model.up[k].weight.grad.abs().sum()) > 0 for k in model.up)

@@ -32,6 +32,11 @@ that override the preset one by one, so that an ablation can turn each component
     the task loss does not train the estimator (its mask tokens, gain, anchor and the LoRA path
     it runs through); only the alignment loss does, so the estimate stays a regression estimate of
     CLS(t) while the head still learns to use it. The paper trains the estimate with both losses.
+``align_encoder``
+    the alignment loss trains the mask tokens and the encoder (its LoRA) through the MT output, as
+    the paper does; false: it trains only the estimate map (``residual``/``linear``), which then is
+    a regression probe on the MT output and cannot feed back into the encoder's representations.
+    (Without an estimate map, ``output: source``, it has no effect.)
 ``token_lr``
     the CLS and mask tokens get their own learning rate, ``token_lr x RMS(embedded tokens)`` of their
     encoder (a relative step per Adam update); ``0`` keeps them at the base learning rate as the
@@ -59,6 +64,7 @@ class EstimatorSettings:
     one_way_attention: bool
     token_lr: float  # 0: the base learning rate
     detach_estimate: bool = False
+    align_encoder: bool = True
 
 
 #: the named presets of ``model.u2a.estimator``
@@ -104,6 +110,7 @@ class U2AConfig:
     one_way_attention: Optional[bool] = None
     token_lr: Optional[float] = None
     detach_estimate: Optional[bool] = None
+    align_encoder: Optional[bool] = None
     #: rank of the ``linear`` output's map from the MT output to the target space
     estimator_rank: int = 16
     #: training samples encoded before training for the target statistics and the floor check
@@ -133,4 +140,5 @@ class U2AConfig:
             one_way_attention=bool(pick(self.one_way_attention, base.one_way_attention)),
             token_lr=float(pick(self.token_lr, base.token_lr)),
             detach_estimate=bool(pick(self.detach_estimate, base.detach_estimate)),
+            align_encoder=bool(pick(self.align_encoder, base.align_encoder)),
         )

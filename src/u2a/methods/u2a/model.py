@@ -182,6 +182,8 @@ class U2AModel(MethodModel):
             e = self.proj[s](h)
             return e, e
         key = pair_key(s, t)
+        if not self.settings.align_encoder:
+            h = h.detach()  # the estimate map is a probe: nothing flows back into the encoder
         if out == "linear":  # mean_t + std_t * U V^T standardise(h)
             st = self.source_stats[key]
             z = (h.float() - st.run_mean) / (st.run_var + 1e-5 * st.run_var.mean() + 1e-12).sqrt()
