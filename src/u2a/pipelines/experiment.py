@@ -11,6 +11,7 @@ seeds are aggregated (mean and sample std) into one report with the methods side
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 import time
@@ -92,6 +93,13 @@ def _comparable(cfg: RunConfig) -> dict[str, Any]:
     for other in METHODS:
         if other != d["model"].get("method"):
             d["model"].pop(other, None)
+    if d["model"].get("method") == "u2a":
+        # the estimator as it resolves: a preset and the same switches spelled out are one run
+        u = d["model"]["u2a"]
+        for k in ("estimator", "output", "stop_grad_target", "normalize_align", "one_way_attention", "token_lr",
+                  "detach_estimate", "align_encoder"):
+            u.pop(k, None)
+        u["settings"] = dataclasses.asdict(cfg.model.u2a.settings())
     return d
 
 
