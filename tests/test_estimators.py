@@ -204,3 +204,18 @@ def test_align_encoder_false_keeps_alignment_out_of_the_encoder():
     for m in model.modalities:
         assert all(g is None or float(g.abs().max()) == 0.0 for g in lora_grads(model, m).values())
     assert all(float(model.up[k].weight.grad.abs().sum()) > 0 for k in model.up)
+
+
+def test_source_alignment_trains_the_encoder_while_the_probe_fills_the_slot():
+    """source_align_weight > 0 with a probe estimator: the paper's eq. 6 on the raw MT output adds a
+    loss that reaches the mask tokens (cross-modal training of the encoder) while the slot is the
+    probe's estimate."""
+    model = make(estimator="paper", output="linear", align_encoder=False, stop_grad_target=True,
+                 detach_estimate=True, source_align_weight=0.2)
+    model.train()
+    out = model(inputs(), torch.ones(4, 2, dtype=torch.bool))
+    losses = u2a_loss(out, torch.tensor([0, 1, 2, 0]), model.modalities, "multiclass", 0.2,
+                      stop_grad_target=True, source_align_weight=0.2)
+    assert "source_align" in losses and float(losses["source_align"]) > 0
+    losses["source_align"].backward()
+    assert all(float(p.grad.abs().sum()) > 0 for p in model.mask_tokens.values())

@@ -111,6 +111,11 @@ class U2AConfig:
     token_lr: Optional[float] = None
     detach_estimate: Optional[bool] = None
     align_encoder: Optional[bool] = None
+    #: weight of the paper's alignment term (eq. 6: MSE between the raw MT(s->t) output and
+    #: CLS(t), both sides trained) added to the loss of an estimator with its own map
+    #: (``residual``/``linear``): keeps the paper's cross-modal training of the encoders while the
+    #: slot is filled by the map's estimate. 0: off. (With ``output: source`` it is eq. 6 itself.)
+    source_align_weight: float = 0.0
     #: rank of the ``linear`` output's map from the MT output to the target space
     estimator_rank: int = 16
     #: training samples encoded before training for the target statistics and the floor check
@@ -126,6 +131,8 @@ class U2AConfig:
             check(self.output in OUTPUTS, "model.u2a.output", f"must be one of {OUTPUTS} or null, got {self.output!r}")
         if self.token_lr is not None:
             check(self.token_lr >= 0, "model.u2a.token_lr", f"must be >= 0 or null, got {self.token_lr}")
+        check(self.source_align_weight >= 0, "model.u2a.source_align_weight",
+              f"must be >= 0, got {self.source_align_weight}")
         check(self.estimator_rank >= 1, "model.u2a.estimator_rank", f"must be >= 1, got {self.estimator_rank}")
         check(self.stats_samples >= 2, "model.u2a.stats_samples", f"must be >= 2, got {self.stats_samples}")
 

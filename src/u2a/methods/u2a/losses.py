@@ -48,14 +48,33 @@ def alignment_scale(mean: torch.Tensor, var: torch.Tensor, floor: float = 0.01) 
     return torch.maximum(v, floor * second).clamp_min(1e-12)
 
 
+def source_alignment(out, modalities: list[str]) -> torch.Tensor:
+    """The paper's eq. 6 on the raw MT outputs (``Features.mt_projected``) against CLS(t) in the
+    common space, both sides trained, summed over directions."""
+    feats = out.features
+    total = out.logits.new_zeros((), dtype=torch.float32)
+    for (s, t), pred in feats.mt_projected.items():
+        si, ti = modalities.index(s), modalities.index(t)
+        rows = (feats.present[:, si] & feats.present[:, ti]).nonzero().squeeze(1)
+        if rows.numel():
+            total = total + ((pred[rows].float() - feats.cls[t][rows].float()) ** 2).mean()
+    return total
+
+
 def u2a_loss(out, labels: torch.Tensor, modalities: list[str], task: str, align_weight: float,
-             stop_grad_target: bool = False, target_var: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+             stop_grad_target: bool = False, target_var: dict[str, torch.Tensor] | None = None,
+             source_align_weight: float = 0.0) -> dict[str, torch.Tensor]:
     """Named losses: ``loss`` (the total, eq. 7), ``task``, ``align`` (eq. 6, the sum over
-    directions) and ``align/<s>-><t>`` per direction."""
+    directions) and ``align/<s>-><t>`` per direction; with ``source_align_weight`` also
+    ``source_align`` (eq. 6 on the raw MT outputs, :func:`source_alignment`)."""
     t = task_loss(out.logits, labels, task)
     terms = alignment_terms(out, modalities, stop_grad_target, target_var) if out.mt else {}
     a = torch.stack(list(terms.values())).sum() if terms else t.new_zeros(())
     losses = {"loss": t + align_weight * a, "task": t, "align": a}
     for k, v in terms.items():
         losses[f"align/{k}"] = v
+    if source_align_weight > 0 and out.features is not None and out.features.mt_projected:
+        sa = source_alignment(out, modalities)
+        losses["loss"] = losses["loss"] + source_align_weight * sa
+        losses["source_align"] = sa
     return losses

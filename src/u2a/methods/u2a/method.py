@@ -214,6 +214,7 @@ class U2AMethod(Method):
             if s.normalize_align:
                 var = {t: alignment_scale(model.stats[t].run_mean, model.stats[t].run_var) for t in model.stats}
         losses = u2a_loss(out, batch["labels"], model.modalities, ctx.cfg.model.task, ucfg.align_weight,
-                          stop_grad_target=s.stop_grad_target, target_var=var)
+                          stop_grad_target=s.stop_grad_target, target_var=var,
+                          source_align_weight=ucfg.source_align_weight if s.output != "source" else 0.0)
         ctx.backward(losses["loss"])
         return losses

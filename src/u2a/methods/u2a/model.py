@@ -48,6 +48,9 @@ class Features(BatchFeatures):
     placeholder_cls: dict[str, torch.Tensor] = field(default_factory=dict)
     #: ``linear`` output: the raw MT(s->t) output, (B, d_s) (its running statistics standardise it)
     mt_source: dict[Pair, torch.Tensor] = field(default_factory=dict)
+    #: ``source_align_weight`` > 0: the raw MT(s->t) output projected to the common width, with
+    #: gradient (the paper's alignment term on it, next to the estimator's own)
+    mt_projected: dict[Pair, torch.Tensor] = field(default_factory=dict)
 
     shared_fields = ("placeholder_cls",)
 
@@ -221,8 +224,10 @@ class U2AModel(MethodModel):
         est_out: dict[Pair, torch.Tensor] = {}
         pred_out: dict[Pair, torch.Tensor] = {}
         raw_out: dict[Pair, torch.Tensor] = {}
+        proj_out: dict[Pair, torch.Tensor] = {}
         placeholder_cls: dict[str, torch.Tensor] = {}
         keep_raw = self.settings.output == "linear"
+        keep_proj = self.config.u2a.source_align_weight > 0 and self.settings.output != "source"
 
         def scatter(rows: torch.Tensor, values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
             full = torch.zeros(b, values.shape[-1], device=dev, dtype=dtype)
@@ -251,6 +256,8 @@ class U2AModel(MethodModel):
                         pred_out[(m, t)] = scatter(rows, p, keep)
                         if keep_raw:
                             raw_out[(m, t)] = scatter(rows, mt[:, j].detach(), keep)
+                        if keep_proj:
+                            proj_out[(m, t)] = scatter(rows, self.proj[m](mt[:, j]), keep)
             if m not in cls_out:
                 cls_out[m] = torch.zeros(b, self.dim, device=dev, dtype=dtype)
                 cls_native[m] = torch.zeros(b, self.widths[m], device=dev, dtype=dtype)
@@ -259,7 +266,8 @@ class U2AModel(MethodModel):
         source_space = self.settings.output == "source"
         align_target = cls_out if source_space else cls_native
         return Features(present=present, cls=cls_out, mt=est_out, align_target=dict(align_target),
-                        align_pred=pred_out, placeholder_cls=placeholder_cls, mt_source=raw_out)
+                        align_pred=pred_out, placeholder_cls=placeholder_cls, mt_source=raw_out,
+                        mt_projected=proj_out)
 
     def select(self, feats: Features, available: torch.Tensor) -> U2AOutput:
         """Token selection (eq. 4), sum fusion and the head (eq. 5) for one availability pattern.
