@@ -8,12 +8,12 @@ that override the preset one by one, so that an ablation can turn each component
     the affine manifold of the *source* encoder's final LayerNorm. ``target_norm``: a
     parameter-free LayerNorm of that output, then the *target* encoder's frozen final-norm scale
     and shift (the output lives where the target's CLS outputs live). ``residual``:
-    ``mean_t + std_t * a * LN(h_MT)`` with ``mean_t`` the target's mean CLS over training samples
-    (a learnable anchor that starts there), ``std_t`` its spread per dimension (a running average
-    over the training batches; stored with the model) and ``a`` a learnable per-dimension gain
-    that starts at 0, so that at step 0 the estimate *is* the mean placeholder and training moves
-    it only where the loss says it helps.
-    ``linear``: ``mean_t + std_t * (U V^T z)`` with ``z`` the MT output standardised per dimension
+    ``mean_t + b_t + std_t * a * LN(h_MT)`` with ``mean_t`` and ``std_t`` the mean and spread per
+    dimension of CLS(t) (running averages over the training batches, so they follow the target as
+    training moves it; stored with the model), ``b_t`` a learnable offset and ``a`` a learnable
+    per-dimension gain, both starting at 0: at step 0 the estimate *is* the mean placeholder, and
+    training moves it only where the loss says it helps.
+    ``linear``: ``mean_t + b_t + std_t * (U V^T z)`` with ``z`` the MT output standardised per dimension
     over samples (running statistics, stored with the model) and ``U V^T`` a learnable map of rank
     ``estimator_rank`` from the source's width to the target's, ``U`` starting at 0: as
     ``residual`` it starts at the mean placeholder, but it is a regression of CLS(t) on the MT

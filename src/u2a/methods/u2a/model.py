@@ -159,15 +159,15 @@ class U2AModel(MethodModel):
     # ---- statistics (set by U2AMethod.prepare before training) -------------------------------
     @torch.no_grad()
     def set_target_stats(self, mean: Mapping[str, torch.Tensor], var: Mapping[str, torch.Tensor]) -> None:
-        """Store the target statistics (in the alignment space) and anchor the residual estimator
-        at the mean, so that an untrained estimate is the mean placeholder."""
+        """Store the target statistics (in the alignment space). The residual / linear estimates are
+        ``running mean + anchor offset (0) + ...``, so an untrained estimate is the mean placeholder."""
         for t in self.stats:
             self.stats[t].mean.copy_(mean[t])
             self.stats[t].var.copy_(var[t])
             self.stats[t].run_mean.copy_(mean[t])
             self.stats[t].run_var.copy_(var[t])
         for t in self.anchor:
-            self.anchor[t].copy_(mean[t])
+            self.anchor[t].zero_()
 
     @torch.no_grad()
     def set_source_stats(self, mean: Mapping[str, torch.Tensor], var: Mapping[str, torch.Tensor]) -> None:
@@ -191,15 +191,15 @@ class U2AModel(MethodModel):
             st = self.source_stats[key]
             z = (h.float() - st.run_mean) / (st.run_var + 1e-5 * st.run_var.mean() + 1e-12).sqrt()
             std = self.stats[t].run_var.clamp_min(1e-12).sqrt()
-            e = self.anchor[t] + std * self.up[key](self.down[key](z))
+            e = self.stats[t].run_mean + self.anchor[t] + std * self.up[key](self.down[key](z))
             return self.proj[t](e), e
         x = self.bridge[key](h) if key in self.bridge else h
         if out == "target_norm":
             norm = self.encoders[t].final_norm
             e = F.layer_norm(x.float(), (x.shape[-1],), norm.weight.float(), norm.bias.float(), norm.eps)
-        else:  # residual: mean_t + std_t * a * LN(h), std_t the target's running spread
+        else:  # residual: mean_t + std_t * a * LN(h), mean_t and std_t the target's running statistics
             std = self.stats[t].run_var.clamp_min(1e-12).sqrt()
-            e = self.anchor[t] + std * self.gain[key] * layer_norm0(x)
+            e = self.stats[t].run_mean + self.anchor[t] + std * self.gain[key] * layer_norm0(x)
         return self.proj[t](e), e
 
     def encode(
