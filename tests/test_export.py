@@ -34,9 +34,9 @@ def trained_like(model, seed=1):
             if p.requires_grad:
                 p.add_(torch.randn(p.shape, generator=g) * 0.2)
         for name, b in model.named_buffers():
-            if name.startswith("stats.") and "var" in name:
+            if name.startswith(("stats.", "source_stats.")) and "var" in name:
                 b.copy_(torch.rand(b.shape, generator=g) + 0.5)
-            elif name.startswith("stats."):
+            elif name.startswith(("stats.", "source_stats.")):
                 b.copy_(torch.randn(b.shape, generator=g))
     return model.eval()
 
@@ -76,7 +76,7 @@ def compare(model, exported: ExportedModel, image="dinov2", text="bert", n=5):
 
 @pytest.fixture(scope="module")
 def residual(tmp_path_factory):
-    """The default estimator (output: residual, one-way mask tokens), exported once."""
+    """The `anchored` estimator (output: residual, one-way mask tokens), exported once."""
     model = build(estimator="anchored")
     out = tmp_path_factory.mktemp("residual") / "exp"
     return model, export_model(model, out), out
@@ -95,9 +95,10 @@ def check_patterns(model, manifest, out, image="dinov2", text="bert"):
 
 @pytest.mark.parametrize("image,text,u2a", [
     ("dinov2", "bert", {"estimator": "paper"}),  # output: source
+    ("dinov2", "bert", {"estimator": "probe"}),  # the default: output linear, running target stats
     ("dinov2", "bert", {"estimator": "anchored", "output": "target_norm"}),
     ("clip_vision", "roberta", {"estimator": "anchored", "output": "target_norm", "one_way_attention": False}),
-], ids=["dinov2+bert-source", "dinov2+bert-target_norm", "clip+roberta-target_norm"])
+], ids=["dinov2+bert-source", "dinov2+bert-linear", "dinov2+bert-target_norm", "clip+roberta-target_norm"])
 def test_onnxruntime_equals_pytorch_for_every_pattern(tmp_path, image, text, u2a):
     model = build(image, text, **u2a)
     before = {k: v.clone() for k, v in model.state_dict().items()}

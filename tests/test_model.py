@@ -15,7 +15,7 @@ from u2a.methods.u2a.dropout import sample_modality_dropout
 from u2a.methods.u2a.losses import u2a_loss
 from u2a.methods.u2a.model import U2AModel
 
-ESTIMATORS = ["paper", "anchored"]
+ESTIMATORS = ["paper", "probe"]
 
 
 def alignment_loss(out, modalities):
@@ -98,7 +98,7 @@ def test_only_trainable_parameters_change(fams, estimator):
     model.train()
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    own = {"cls_tokens", "mask_tokens", "head", "proj", "gain", "anchor", "bridge"}
+    own = {"cls_tokens", "mask_tokens", "head", "proj", "gain", "anchor", "bridge", "up", "down"}
     assert all("lora_" in n or n.split(".")[0] in own for n in trainable)
     present = torch.tensor([[1, 1], [1, 0], [0, 1], [1, 1]], dtype=torch.bool)
     inputs = full_inputs(fams, 4)
@@ -116,8 +116,11 @@ def test_only_trainable_parameters_change(fams, estimator):
     moved = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, trainable[n])]
     assert any("lora_B" in n for n in moved)
     assert any(n.startswith("cls_tokens") for n in moved)
-    # the residual estimate starts at the mean (gain 0): the gain moves first, then the mask tokens
-    assert any(n.startswith("mask_tokens" if estimator == "paper" else "gain") for n in moved)
+    # the paper's estimate is the mask tokens' output; the probe starts at the mean (U = 0): its up
+    # map moves first, and the mask tokens learn from the paper's alignment term
+    assert any(n.startswith("mask_tokens") for n in moved)
+    if estimator != "paper":
+        assert any(n.startswith("up.") for n in moved)
     assert any(n.startswith("head") for n in moved)
 
 
@@ -171,6 +174,8 @@ def test_save_load_round_trip_and_merge(tmp_path, fams, estimator):
     if estimator != "paper":  # statistics are saved with the model
         model.set_target_stats({m: torch.randn(32) for m in model.modalities},
                                {m: torch.rand(32) + 0.5 for m in model.modalities})
+        model.set_source_stats({k: torch.randn(32) for k in model.source_stats},
+                               {k: torch.rand(32) + 0.5 for k in model.source_stats})
     # train a step so LoRA and tokens are not at their initial values
     present = torch.tensor([[1, 1], [1, 0], [0, 1]], dtype=torch.bool)
     inputs = full_inputs(fams, 3)
@@ -209,12 +214,17 @@ def test_saved_weights_hold_only_trainable_parameters_and_statistics(tmp_path, e
     model = make_model(fams, folders=folders, estimator=estimator)
     model.save_pretrained(tmp_path / "saved")
     state = load_file(str(tmp_path / "saved" / "adapter.safetensors"))
-    stats = {n for n in state if n.startswith("stats.")}
+    stats = {n for n in state if n.startswith(("stats.", "source_stats."))}
     assert set(state) - stats == {n for n, p in model.named_parameters() if p.requires_grad}
     assert sum(v.numel() for n, v in state.items() if n not in stats) == model.count_parameters()[1]
-    # the paper's estimator needs no statistics; the anchored one stores mean and variance per target
-    assert stats == (set() if estimator == "paper" else
-                     {f"stats.{m}.{k}" for m in model.modalities for k in ("mean", "var", "run_mean", "run_var")})
+    # the paper's estimator needs no statistics; the probe stores mean and variance per target and of
+    # each mask token's output
+    want = set() if estimator == "paper" else (
+        {f"stats.{m}.{k}" for m in model.modalities for k in ("mean", "var", "run_mean", "run_var")}
+        | {f"source_stats.{s}_to_{t}.{k}" for s in model.modalities for t in model.modalities if s != t
+           for k in ("mean", "var", "run_mean", "run_var")})
+    stats = {n for n in state if n.startswith(("stats.", "source_stats."))}
+    assert stats == want
 
 
 def test_corrupt_weights_give_clear_error(tmp_path):

@@ -373,6 +373,7 @@ def test_a_finished_run_is_recognised_by_what_was_trained():
     # a preset and its switches spelled out on another preset are the same estimator
     from u2a.methods.u2a.config import ESTIMATOR_PRESETS
 
-    spelled = {k: v for k, v in vars(ESTIMATOR_PRESETS["anchored"]).items()}
+    spelled = {("source_align_weight" if k == "source_align" else k): v
+               for k, v in vars(ESTIMATOR_PRESETS["anchored"]).items()}
     w = build_run_config({**base, "model": {**base["model"], "u2a": {"estimator": "paper", **spelled}}})
     assert _comparable(w) == _comparable(v)

@@ -172,3 +172,18 @@ def test_skip_bad_lists_the_bad_lines_and_without_it_the_first_stops_the_run(tmp
     report = json.loads((run / "data.json").read_text())
     assert report["skipped_count"] == 1 and report["sizes"]["train"] == 48
     assert report["skipped"][0]["line"] == 49 and report["skipped"][0]["file"] == str(bad / "train.jsonl")
+
+
+def test_runs_of_different_precision_follow_each_other_in_one_process(tmp_path):
+    """accelerate keeps one process-wide state: a bf16 run followed by an fp32 one (a notebook, an
+    experiment over configs, a test session) must get the precision its own config names."""
+    from u2a.config import load_run_config
+    from u2a.train.trainer import make_accelerator
+
+    cfg_path = S.write_cli_config(tmp_path)
+    bf16 = make_accelerator(load_run_config(cfg_path, ["train.mixed_precision=bf16"]))
+    assert bf16.mixed_precision == "bf16"
+    fp32 = make_accelerator(load_run_config(cfg_path, ["train.mixed_precision=no"]))  # YAML: false
+    assert fp32.mixed_precision == "no"
+    assert main(["train", str(cfg_path), "train.mixed_precision=bf16"]) == 0
+    assert main(["train", str(cfg_path), "--overwrite"]) == 0

@@ -275,6 +275,9 @@ class TrainConfig:
             _check(self.grad_clip > 0, "train.grad_clip", f"must be > 0 or null, got {self.grad_clip}")
         _check(self.grad_accum >= 1, "train.grad_accum", f"must be >= 1, got {self.grad_accum}")
         _check(self.seed >= 0, "train.seed", f"must be >= 0, got {self.seed}")
+        if self.mixed_precision in (False, "False", "false"):
+            # YAML reads a bare `no` (also `key=no` on the CLI) as false; OmegaConf then writes 'False'
+            self.mixed_precision = "no"
         _check(self.mixed_precision in MIXED_PRECISION, "train.mixed_precision",
                f"must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
         _check(self.attention in ATTENTION, "train.attention", f"must be one of {ATTENTION}, got {self.attention!r}")

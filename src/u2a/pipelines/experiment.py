@@ -97,9 +97,13 @@ def _comparable(cfg: RunConfig) -> dict[str, Any]:
         # the estimator as it resolves: a preset and the same switches spelled out are one run
         u = d["model"]["u2a"]
         for k in ("estimator", "output", "stop_grad_target", "normalize_align", "one_way_attention", "token_lr",
-                  "detach_estimate", "align_encoder"):
+                  "detach_estimate", "align_encoder", "source_align_weight"):
             u.pop(k, None)
-        u["settings"] = dataclasses.asdict(cfg.model.u2a.settings())
+        if u.get("mask_tokens", True):
+            u["settings"] = dataclasses.asdict(cfg.model.u2a.settings())
+        else:  # without mask tokens the estimator settings do nothing
+            u.pop("estimator_rank", None)
+            u.pop("stats_samples", None)
     return d
 
 

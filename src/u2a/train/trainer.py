@@ -100,8 +100,23 @@ def make_accelerator(cfg: RunConfig):
                           "use bf16 on CPU")
     if cpu:
         handlers.append(InitProcessGroupKwargs(backend="gloo"))
+    _forget_other_precision(cfg.train.mixed_precision, multi)
     return Accelerator(mixed_precision=cfg.train.mixed_precision, kwargs_handlers=handlers,
                        step_scheduler_with_optimizer=False, cpu=cpu)
+
+
+def _forget_other_precision(mixed_precision: str, multi: bool) -> None:
+    """accelerate keeps one process-wide state and refuses a second Accelerator with another
+    ``mixed_precision``. In a single process (a notebook, ``u2a experiment`` running several
+    configs, a test session) a new run may ask for another precision: drop the old state so the
+    new run gets what its config says. Under torchrun the state belongs to the launch; leave it."""
+    from accelerate.state import AcceleratorState
+
+    if multi or not AcceleratorState._shared_state:
+        return
+    current = AcceleratorState._shared_state.get("_mixed_precision")
+    if current is not None and current != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
 
 
 class Trainer:

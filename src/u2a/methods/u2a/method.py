@@ -33,7 +33,7 @@ class U2AMethod(Method):
         u = config.u2a
         if not u.mask_tokens:
             return "U2A (no mask tokens)"
-        return "U2A" if u.estimator == "anchored" and u.settings() == type(u)().settings() else f"U2A ({u.estimator})"
+        return "U2A" if u.settings() == type(u)().settings() else f"U2A ({u.estimator} estimator)"
 
     # ---- before training ----------------------------------------------------------------
     @torch.no_grad()
@@ -97,7 +97,7 @@ class U2AMethod(Method):
                         note = "on the source encoder's final-norm manifold"
                         if floor >= const:
                             note += ("; WARNING: no training can bring this estimate below a constant "
-                                     "(try model.u2a.estimator=anchored)")
+                                     "(try the default, model.u2a.estimator=probe)")
                         out.append(FloorCheck(s, t, "source", floor, const, note))
                     else:
                         out.append(FloorCheck(s, t, "source", None, const, "learned projection: no fixed floor"))
@@ -215,6 +215,6 @@ class U2AMethod(Method):
                 var = {t: alignment_scale(model.stats[t].run_mean, model.stats[t].run_var) for t in model.stats}
         losses = u2a_loss(out, batch["labels"], model.modalities, ctx.cfg.model.task, ucfg.align_weight,
                           stop_grad_target=s.stop_grad_target, target_var=var,
-                          source_align_weight=ucfg.source_align_weight if s.output != "source" else 0.0)
+                          source_align_weight=s.source_align if s.output != "source" else 0.0)
         ctx.backward(losses["loss"])
         return losses

@@ -227,7 +227,7 @@ class U2AModel(MethodModel):
         proj_out: dict[Pair, torch.Tensor] = {}
         placeholder_cls: dict[str, torch.Tensor] = {}
         keep_raw = self.settings.output == "linear"
-        keep_proj = self.config.u2a.source_align_weight > 0 and self.settings.output != "source"
+        keep_proj = self.settings.source_align > 0 and self.settings.output != "source"
 
         def scatter(rows: torch.Tensor, values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
             full = torch.zeros(b, values.shape[-1], device=dev, dtype=dtype)
