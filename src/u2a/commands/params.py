@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from u2a.config import load_model_config
+from u2a.config import load_model_config, load_run_config
 
 
 def run(args: argparse.Namespace) -> int:
     from u2a.methods import method_of
 
-    cfg = load_model_config(args.config)
+    if args.overrides:  # a run config and key=value overrides, as `u2a train` takes them
+        cfg = load_run_config(args.config, args.overrides, warn=False).model
+    else:
+        cfg = load_model_config(args.config)
     if args.method:
         cfg.method = args.method
     method = method_of(cfg)
@@ -44,6 +47,8 @@ def register(sub, formatter_class) -> None:
         formatter_class=formatter_class,
     )
     p.add_argument("config", help="a run or model YAML config")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="overrides of a run config, e.g. model.u2a.estimator=paper model.lora.rank=4")
     p.add_argument("--pretrained", action="store_true", help="load the encoders' weights instead of random init")
     p.add_argument("--method", default=None, help="count for this method instead of the config's model.method")
     p.add_argument("-v", "--verbose", action="store_true", help="break learnable parameters down by group")
