@@ -3,6 +3,8 @@ before training - the target statistics and the check of how close any estimate 
 
 from __future__ import annotations
 
+import dataclasses
+
 import random
 from typing import Any, Callable, Mapping
 
@@ -140,8 +142,9 @@ class U2AMethod(Method):
         self._embed_rms = got["embed_rms"]
         checks = self.floor_checks(model, targets)
         s = model.settings
-        log(f"U2A estimator: output={s.output}, stop_grad_target={s.stop_grad_target}, normalize_align="
-            f"{s.normalize_align}, one_way_attention={s.one_way_attention}, token_lr={s.token_lr:g} "
+        switches = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                             for k, v in dataclasses.asdict(s).items())
+        log(f"U2A estimator {model.config.u2a.estimator!r}: {switches} "
             f"(statistics from {len(idx)} training samples)")
         if checks:
             log("mask-token estimates, best reachable MSE against the constant (mean CLS):")
