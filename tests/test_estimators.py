@@ -216,6 +216,6 @@ def test_source_alignment_trains_the_encoder_while_the_probe_fills_the_slot():
     out = model(inputs(), torch.ones(4, 2, dtype=torch.bool))
     losses = u2a_loss(out, torch.tensor([0, 1, 2, 0]), model.modalities, "multiclass", 0.2,
                       stop_grad_target=True, source_align_weight=0.2)
-    assert "source_align" in losses and float(losses["source_align"]) > 0
+    assert "source_align" in losses and losses["source_align"].item() > 0
     losses["source_align"].backward()
     assert all(float(p.grad.abs().sum()) > 0 for p in model.mask_tokens.values())
