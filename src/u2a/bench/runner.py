@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from u2a.bench import flops as flops_lib
 from u2a.bench.measure import interleave, peak_memory, ratio, saved_for_backward, sync
 from u2a.bench.workload import (
-    SCENARIOS, build_scenarios, compact_inputs, placeholder_inputs, sequence_tokens, synthetic_inputs,
-    to_device,
+    SCENARIOS, build_scenarios, compact_inputs, placeholder_inputs, sequence_tokens, single_sample_patterns,
+    synthetic_inputs, to_device,
 )
 from u2a.errors import ConfigError
 
@@ -472,12 +472,7 @@ class Bench:
     def cmp_latency(self) -> dict[str, Any]:
         dt = self.opts.precision
         model = self.model_for(dt)
-        m = len(self.modalities)
-        patterns = {"all": torch.ones(1, m, dtype=torch.bool)}
-        for i, name in enumerate(self.modalities):
-            p = torch.zeros(1, m, dtype=torch.bool)
-            p[0, i] = True
-            patterns[f"only_{name}"] = p
+        patterns = single_sample_patterns(list(self.modalities))
         variants, tags = {}, {}
         for pname, p in patterns.items():
             for path in ("skip", "placeholder"):

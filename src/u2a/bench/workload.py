@@ -76,6 +76,18 @@ def build_scenarios(modalities: list[str], kinds: Mapping[str, str], batch: int,
 
 # ---- inputs ------------------------------------------------------------------------------------
 
+def single_sample_patterns(modalities: list[str]) -> dict[str, torch.Tensor]:
+    """The availability patterns of a per-sample latency measurement: ``all`` modalities, and
+    ``only_<m>`` for each modality alone; each a (1, M) bool mask."""
+    n = len(modalities)
+    patterns = {"all": torch.ones(1, n, dtype=torch.bool)}
+    for i, m in enumerate(modalities):
+        p = torch.zeros(1, n, dtype=torch.bool)
+        p[0, i] = True
+        patterns[f"only_{m}"] = p
+    return patterns
+
+
 def synthetic_inputs(model, n: int, text_tokens: Mapping[str, int] | None = None,
                      image_sizes: Mapping[str, int] | None = None, frames: Mapping[str, int] | None = None,
                      seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:

@@ -14,7 +14,7 @@ def export_latency(directory, repeats: int = 20, warmup: int = 3, seed: int = 0,
     import datetime
 
     from u2a.bench.measure import interleave, ratio
-    from u2a.bench.workload import compact_inputs, synthetic_inputs
+    from u2a.bench.workload import compact_inputs, single_sample_patterns, synthetic_inputs
     from u2a.export.exporter import load_manifest, torch_model_from_export
     from u2a.export.runtime import ExportedModel
     from u2a.model.runtime import set_attention
@@ -31,12 +31,7 @@ def export_latency(directory, repeats: int = 20, warmup: int = 3, seed: int = 0,
               if model.encoders[m].kind == "text"}
     sizes = {m: mods[m].image_size for m in model.modalities if mods[m].image_size}
     full = synthetic_inputs(model, 1, tokens, sizes, seed=seed)
-    n = len(model.modalities)
-    patterns = {"all": torch.ones(1, n, dtype=torch.bool)}
-    for i, m in enumerate(model.modalities):
-        p = torch.zeros(1, n, dtype=torch.bool)
-        p[0, i] = True
-        patterns[f"only_{m}"] = p
+    patterns = single_sample_patterns(list(model.modalities))
     variants, checks = {}, {}
     for name, present in patterns.items():
         x = compact_inputs(full, present, model.modalities)
