@@ -14,7 +14,7 @@ def run(args: argparse.Namespace) -> int:
     data = run_experiment(
         args.config, parse_seeds(args.seeds), args.overrides, methods=methods, variants=args.variant or (),
         protocol=args.protocol, split=args.split, eta=args.eta, overwrite=args.overwrite,
-        batch_size=args.batch_size, progress=not args.quiet,
+        batch_size=args.batch_size, progress=not args.quiet, jobs=args.jobs,
     )
     root = data["out_dir"]
     report = open(f"{root}/report.md").read()
@@ -53,5 +53,9 @@ def register(sub, formatter_class) -> None:
                    help="missing rate of the missing protocol; none: data.missing.test.ratio, or 0.7 if that is 0")
     p.add_argument("--overwrite", action="store_true", help="retrain runs whose folders already exist")
     p.add_argument("--batch-size", type=int, default=32, help="evaluation batch size")
+    p.add_argument("--jobs", default="1", metavar="N|auto",
+                   help="train N runs side by side in worker processes, each with threads/N threads (auto: one "
+                   "per run up to one per core on a CPU, 1 with a GPU); evaluation follows in this process. "
+                   "On 2 cores two 1-thread trainings take ~1.5x the time of one (docs/benchmarks.md)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

@@ -49,13 +49,15 @@ def run_demo(
     overrides: Sequence[str] = (),
     progress: bool = True,
     methods: Sequence[str] = DEMO_METHODS,
+    jobs: int | str | None = "auto",
 ) -> dict[str, Any]:
     t_start = time.time()
     config = config or recipe_path("emoji")
     base = load_run_config(config, overrides)
     seed = int(base.train.seed)
     data = run_experiment(config, [seed], [*overrides, f"train.seed={seed}"], methods=methods, protocol="all",
-                          overwrite=True, progress=progress, title=f"u2a demo: {base.data.dataset or base.data.manifest}")
+                          overwrite=True, progress=progress, title=f"u2a demo: {base.data.dataset or base.data.manifest}",
+                          jobs=jobs)
     main = ["complete", "image only", "text only", "missing both 70%", "text 10%", "text 30%", "text 50%",
             "text 70%", "text 90%"]
     table = demo_table(data, main)

@@ -25,6 +25,7 @@ from u2a.evaluation.protocols import build_protocol
 from u2a.evaluation.report import write_outputs
 from u2a.methods import VARIANTS
 from u2a.pipelines.evaluate import Entry, evaluate_models, test_datasets
+from u2a.pipelines.parallel import Job, parse_jobs, prefetch, train_parallel
 
 #: report labels of the built-in variants
 VARIANT_LABELS = {
@@ -161,8 +162,13 @@ def run_experiment(
     progress: bool = True,
     title: str | None = None,
     extra_sections: Sequence[tuple[str, str]] = (),
+    jobs: int | str | None = 1,
 ) -> dict[str, Any]:
-    """Train every variant once per seed and evaluate ``protocol``; aggregate over the seeds."""
+    """Train every variant once per seed and evaluate ``protocol``; aggregate over the seeds.
+
+    ``jobs``: trainings run side by side in that many worker processes (``"auto"``: one per
+    training up to one per core on a CPU, 1 with a GPU; see :mod:`u2a.pipelines.parallel`); the
+    evaluation runs afterwards in this process."""
     t_start = time.time()
     overrides = list(overrides)
     chosen = parse_variants(methods, variants)
@@ -174,18 +180,46 @@ def run_experiment(
     payloads: list[dict[str, Any]] = []
     summaries: dict[str, Any] = {}
     timing: dict[str, float] = {}
+
+    def run_config(v: Variant, k: int) -> RunConfig:
+        cfg = load_run_config(config, [*overrides, f"model.method={v.method}", *v.overrides,
+                                       f"train.seed={k}", f"data.missing.seed={k}"])
+        cfg.output_dir, cfg.name = str(root / v.folder), f"seed{k}"
+        cfg.train.progress = progress and cfg.train.progress
+        return cfg
+
+    n_jobs = parse_jobs(jobs, len(seeds) * len(chosen))
+    trained: dict[tuple[str, int], dict[str, Any]] = {}  # (variant, seed) -> summary and seconds
+    if n_jobs > 1:
+        import torch
+
+        prefetch(base)
+        threads = max(1, torch.get_num_threads() // n_jobs)
+        keys = [(v.name, k) for k in seeds for v in chosen]
+        work = []
+        for v, k in ((v, k) for k in seeds for v in chosen):
+            cfg = run_config(v, k)
+            work.append(Job(f"{v.label} seed {k}", cfg, cfg.run_dir, overwrite, threads))
+        print(f"u2a: training {len(work)} runs in {n_jobs} parallel processes ({threads} thread"
+              f"{'s' if threads > 1 else ''} each)")
+        t0 = time.time()
+        trained = dict(zip(keys, train_parallel(work, n_jobs, progress)))
+        timing["parallel trainings (s)"] = round(time.time() - t0, 1)
     for k in seeds:
         entries: list[Entry] = []
         eval_cfg: RunConfig | None = None
         for v in chosen:
-            cfg = load_run_config(config, [*overrides, f"model.method={v.method}", *v.overrides,
-                                           f"train.seed={k}", f"data.missing.seed={k}"])
-            cfg.output_dir, cfg.name = str(root / v.folder), f"seed{k}"
-            cfg.train.progress = progress and cfg.train.progress
-            print(f"\n== seed {k}: training {v.label} ({cfg.run_dir}) ==")
+            cfg = run_config(v, k)
             t0 = time.time()
-            model, summary = train_or_reuse(cfg, cfg.run_dir, overwrite)
-            timing[f"{v.name}/seed{k}"] = round(time.time() - t0, 1)
+            if (v.name, k) in trained:  # trained by a worker: the weights selected on validation
+                from u2a.methods.base import load_model
+
+                model, summary = load_model(cfg.run_dir / "best"), trained[(v.name, k)]["summary"]
+                timing[f"{v.name}/seed{k}"] = trained[(v.name, k)]["seconds"]
+            else:
+                print(f"\n== seed {k}: training {v.label} ({cfg.run_dir}) ==")
+                model, summary = train_or_reuse(cfg, cfg.run_dir, overwrite)
+                timing[f"{v.name}/seed{k}"] = round(time.time() - t0, 1)
             summaries[f"{v.folder}/seed{k}"] = summary
             entries.append(Entry(model, cfg.run_dir, v.label, summary))
             if eval_cfg is None:

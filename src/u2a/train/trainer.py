@@ -513,6 +513,7 @@ class Trainer:
                     mean = {k: v / max(self.log_window_n, 1) for k, v in self.log_window.items()}
                     rate = window_samples / max(time.time() - t_window, 1e-9)
                     self._log({"type": "step", "epoch": epoch + 1, "global_step": self.global_step,
+                               "total_steps": self.total_steps,
                                **{("loss" if k == "loss" else f"{k}_loss" if "/" not in k else k): v
                                   for k, v in mean.items()},
                                "lr": lr, "samples_per_s": rate})
@@ -543,6 +544,7 @@ class Trainer:
                               reduction="sum").cpu()
             per_name = {k: float(v / totals[1]) for k, v in zip(keys, sums)} if totals[1] > 0 else {}
         record: dict[str, Any] = {"type": "epoch", "epoch": epoch + 1, "global_step": self.global_step,
+                                  "total_steps": self.total_steps,
                                   "train_loss": train_loss, "train_losses": per_name, "lr": self._lr()}
         self.epoch = epoch + 1
         self.step_in_epoch = 0
