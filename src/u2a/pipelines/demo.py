@@ -3,7 +3,8 @@ modality goes missing.
 
 An :mod:`experiment <u2a.pipelines.experiment>` of one seed on the built-in emoji recipe: trains
 U2A and the ablation without mask tokens (a missing modality's slot filled by the CLS output of the
-placeholder input) with the same recipe, selects each on validation, and evaluates both on the
+placeholder input) with the same recipe (side by side on a multi-core CPU: ``jobs="auto"``, see
+:mod:`u2a.pipelines.parallel`), selects each on validation, and evaluates both on the
 test split under every protocol (complete, missing at eta = 70%, one modality absent, the sweep).
 Writes results.json, the adapters, CSV tables, figures and report.md under ``runs/<name>/``.
 """

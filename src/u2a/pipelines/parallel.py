@@ -82,15 +82,21 @@ def prefetch(cfg: Any) -> None:
             resolve_encoder_path(m.encoder)
 
 
+_LOG = None  # the worker's current log file
+
+
 def _work(job: Job) -> dict[str, Any]:
     """In the worker: output to the job's log file, ``job.threads`` threads, train (or reuse);
     the run's summary and the seconds it took."""
+    global _LOG
     job.log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = open(job.log_path, "w", buffering=1)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.dup2(log.fileno(), 1)
-    os.dup2(log.fileno(), 2)
+    if _LOG is not None:  # a worker process runs several jobs one after the other
+        _LOG.close()
+    _LOG = open(job.log_path, "w", buffering=1)
+    os.dup2(_LOG.fileno(), 1)
+    os.dup2(_LOG.fileno(), 2)
     import torch
 
     torch.set_num_threads(job.threads)
