@@ -13,7 +13,10 @@ run folder given with ``--runs`` - the same measurements after training:
    the recipe's learning rate makes on them;
 6. the ceiling of estimation on this data: ridge regression from CLS(s) to CLS(t) (fitted on the
    training split, scored on validation) against the constant;
-7. (trained runs) MSE(estimate, CLS(t)) per direction next to the constant's, on the test split.
+7. (trained runs) MSE(estimate, CLS(t)) per direction next to the constant's, on the test split;
+8. the linear-probe floor of each modality alone: logistic regression on its frozen CLS output
+   (the encoder's own, LoRA at zero; standardised), fitted on the whole training split, the
+   inverse regularisation C chosen on validation, accuracy on test.
 
     python benchmarks/estimator_probes.py --out docs/results/estimator_probes.json \
         [--runs runs/ablation/paper/seed0 ...]
@@ -121,6 +124,30 @@ def main(argv=None) -> int:
                                      feats_va.cls[t].float().numpy())
             ridge[f"{s}->{t}"] = {"ridge_mse": best, "constant_mse": const, "gain_pct": 100 * (1 - best / const)}
     out["ridge_ceiling"] = ridge
+
+    # 8. logistic regression on each modality's frozen CLS (train -> test, C chosen on val)
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def frozen(split):
+        f = encode(no_mt, ds[split], collate)
+        labels = torch.cat([collate([ds[split][i]])["labels"] for i in range(len(ds[split]))])
+        return {m: (f.align_target or f.cls)[m].float().numpy() for m in mods}, labels.numpy()
+
+    data = {split: frozen(split) for split in ("train", "val", "test")}
+
+    def acc(clf, m, split):
+        x, y = data[split]
+        return float((clf.predict(x[m]) == y).mean())
+
+    probe = {}
+    for m in mods:
+        fits = {c: make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))
+                .fit(data["train"][0][m], data["train"][1]) for c in (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)}
+        c = max(fits, key=lambda k: acc(fits[k], m, "val"))
+        probe[m] = {"C": c, "val_accuracy": acc(fits[c], m, "val"), "test_accuracy": acc(fits[c], m, "test")}
+    out["frozen_cls_logistic_regression"] = probe
 
     # 7. trained runs
     if args.runs:
