@@ -56,6 +56,7 @@ def register(sub, formatter_class) -> None:
     p.add_argument("--jobs", default="1", metavar="N|auto",
                    help="train N runs side by side in worker processes, each with threads/N threads (auto: one "
                    "per run up to one per core on a CPU, 1 with a GPU); evaluation follows in this process. "
-                   "On 2 cores two 1-thread trainings take ~1.5x the time of one (docs/benchmarks.md)")
+                   "On 2 cores two 1-thread trainings side by side take ~1.5x the time of one 2-thread training "
+                   "(docs/benchmarks.md)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

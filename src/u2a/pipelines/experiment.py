@@ -195,15 +195,15 @@ def run_experiment(
 
         prefetch(base)
         threads = max(1, torch.get_num_threads() // n_jobs)
-        keys = [(v.name, k) for k in seeds for v in chosen]
+        pairs = [(v, k) for k in seeds for v in chosen]
         work = []
-        for v, k in ((v, k) for k in seeds for v in chosen):
+        for v, k in pairs:
             cfg = run_config(v, k)
             work.append(Job(f"{v.label} seed {k}", cfg, cfg.run_dir, overwrite, threads))
         print(f"u2a: training {len(work)} runs in {n_jobs} parallel processes ({threads} thread"
               f"{'s' if threads > 1 else ''} each)")
         t0 = time.time()
-        trained = dict(zip(keys, train_parallel(work, n_jobs, progress)))
+        trained = dict(zip([(v.name, k) for v, k in pairs], train_parallel(work, n_jobs, progress)))
         timing["parallel trainings (s)"] = round(time.time() - t0, 1)
     for k in seeds:
         entries: list[Entry] = []
