@@ -264,20 +264,23 @@ def write_text_manifests(folder: str | Path, sizes=(("train", 48), ("val", 7), (
     return folder
 
 
-def write_cli_config(tmp: str | Path, name: str = "cli", epochs: int = 1, **train: Any) -> Path:
+def write_cli_config(tmp: str | Path, name: str = "cli", epochs: int = 1, sizes=None, missing: float = 0.3,
+                     data: dict[str, Any] | None = None, max_length: int = 8, **train: Any) -> Path:
     """A tiny BERT with its tokenizer, train/val/test text manifests and a run config YAML for the
-    ``u2a`` command (`u2a train CONFIG`), all under ``tmp``; the run folder is ``tmp/runs/NAME``."""
+    ``u2a`` command (`u2a train CONFIG`), all under ``tmp``; the run folder is ``tmp/runs/NAME``.
+    ``sizes`` and ``missing``: of the manifests (:func:`write_text_manifests`); ``data``: more keys
+    of the config's data section (e.g. ``missing``); ``train``: keys of its train section."""
     import yaml
 
     tmp = Path(tmp)
     enc = make_tiny_bert(tmp / "bert")
     make_tiny_tokenizer(tmp / "bert")
-    data = write_text_manifests(tmp / "data")
+    manifests = write_text_manifests(tmp / "data", **({"sizes": sizes} if sizes else {}), missing=missing)
     cfg = {"name": name, "output_dir": str(tmp / "runs"), "model": model_section(enc),
-           "data": {"manifest": str(data)},
+           "data": {"manifest": str(manifests), **(data or {})},
            "train": {"epochs": epochs, "batch_size": 8, "lr": 5e-2, "tensorboard": False, "progress": False, **train}}
     for m in cfg["model"]["modalities"]:
-        m["max_length"] = 8
+        m["max_length"] = max_length
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path

@@ -216,18 +216,10 @@ def test_aggregate_mean_and_sample_std():
 @pytest.fixture(scope="module")
 def tiny_setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("proto")
-    enc = S.make_tiny_bert(tmp / "bert")
-    S.make_tiny_tokenizer(tmp / "bert")
-    data = S.write_text_manifests(tmp / "data", sizes=(("train", 32), ("val", 8), ("test", 20)), missing=0.1)
-    cfg = {"name": "tiny", "output_dir": str(tmp / "runs"), "model": S.model_section(enc),
-           "data": {"manifest": str(data), "missing": {"train": {"ratio": 0.5, "type": "both"},
-                                                         "test": {"ratio": 0.5, "type": "both"}}},
-           "train": {"epochs": 1, "batch_size": 8, "lr": 5e-2, "tensorboard": False, "progress": False,
-                     "log_every_steps": 1}}
-    for m in cfg["model"]["modalities"]:
-        m["max_length"] = 10
-    path = tmp / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path = S.write_cli_config(tmp, name="tiny", sizes=(("train", 32), ("val", 8), ("test", 20)), missing=0.1,
+                              data={"missing": {"train": {"ratio": 0.5, "type": "both"},
+                                                "test": {"ratio": 0.5, "type": "both"}}},
+                              max_length=10, log_every_steps=1)
     return tmp, path
 
 
