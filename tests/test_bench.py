@@ -44,7 +44,7 @@ def result():
 
 def test_every_comparison_runs_and_writes_its_fields(result):
     comps = result["comparisons"]
-    assert set(comps) == {"skip_absent", "precision", "attention", "compile", "lora", "latency", "flops"}
+    assert set(comps) == {"skip_absent", "precision", "attention", "dropout", "compile", "lora", "latency", "flops"}
     for name, c in comps.items():
         assert "error" not in c, (name, c.get("error"))
     json.dumps(result)  # JSON-safe as it is
@@ -63,6 +63,10 @@ def test_every_comparison_runs_and_writes_its_fields(result):
     assert 0 <= p["logits_max_abs_diff_bf16_vs_fp32"] < 1.0  # bf16 rounding, not garbage
     for dt in ("fp32", "bf16"):
         assert comps["attention"][dt]["train"]["sdpa/eager"] > 0
+    assert comps["dropout"]["modules"] > 0
+    for dt in ("fp32", "bf16"):
+        assert set(comps["dropout"][dt]["train"]["variants"]) == {"torch", "u2a"}
+        assert comps["dropout"][dt]["train"]["torch/u2a"] > 0
     for mode in ("infer", "train"):
         c = comps["compile"][mode]
         assert "error" not in c, c
@@ -75,6 +79,18 @@ def test_every_comparison_runs_and_writes_its_fields(result):
     lat = comps["latency"]
     assert {"all/skip", "all/placeholder", "only_image/skip", "only_text/skip"} <= set(lat["variants"])
     assert lat["variants"]["all/skip"]["ms_per_sample"] > 0
+
+
+def test_the_torch_dropout_variant_has_no_fast_dropout_left():
+    from u2a.bench.runner import with_torch_dropout
+    from u2a.model.dropout import FastDropout
+
+    model = tiny_model()
+    fast = [m.p for m in model.modules() if isinstance(m, FastDropout)]
+    plain = with_torch_dropout(model)
+    assert fast and not any(isinstance(m, FastDropout) for m in plain.modules())
+    assert sorted(m.p for m in plain.modules() if type(m) is torch.nn.Dropout and m.p > 0) == sorted(fast)
+    assert any(isinstance(m, FastDropout) for m in model.modules())  # the original is untouched
 
 
 def test_placeholder_path_and_skip_absent_give_equal_logits(result):

@@ -67,6 +67,13 @@ def render(result: dict[str, Any]) -> str:
                     lines += _variant_rows(f"attention {dt} {mode}", c[dt][mode])
                 ratios.append(f"attention {dt}: sdpa/eager train {_f(c[dt]['train'].get('sdpa/eager'))}x, infer "
                               f"{_f(c[dt]['infer'].get('sdpa/eager'))}x")
+        elif name == "dropout":
+            parts = []
+            for dt in ("fp32", "bf16"):
+                if dt in c:
+                    lines += _variant_rows(f"dropout {dt} train", c[dt]["train"])
+                    parts.append(f"{dt} {_f(c[dt]['train'].get('torch/u2a'))}x")
+            ratios.append(f"dropout ({c.get('modules')} dropout modules): torch/u2a train " + ", ".join(parts))
         elif name == "compile":
             for mode in ("infer", "train"):
                 rec = c.get(mode, {})

@@ -28,13 +28,15 @@ from u2a.bench.workload import (
 )
 from u2a.errors import ConfigError
 
-COMPARISONS = ("skip_absent", "precision", "attention", "compile", "lora", "latency", "flops")
+COMPARISONS = ("skip_absent", "precision", "attention", "dropout", "compile", "lora", "latency", "flops")
 #: what each comparison times (for the table and the JSON)
 DESCRIPTIONS = {
     "skip_absent": "the paper's placeholders through every encoder (encode_all) vs running each encoder only on "
                    "the samples that have its modality; logits checked equal",
     "precision": "fp32 vs bf16 autocast (bf16 frozen matrices, fp32 trainable parameters and optimizer state)",
     "attention": "eager attention (matmul + softmax) vs torch's SDPA kernel, in fp32 and in bf16",
+    "dropout": "training step with torch's nn.Dropout (a bernoulli_ mask per module, as peft and transformers "
+               "build them) vs u2a's FastDropout (16-bit masks applied by one multiply, one mask for q, k, v)",
     "compile": "torch.compile off vs on (compile time reported apart)",
     "lora": "inference: the frozen encoders' own forward (stock transformers, no U2A tokens, no LoRA) vs U2A with "
             "LoRA merged vs unmerged",
@@ -130,6 +132,23 @@ def strip_lora(module: torch.nn.Module) -> torch.nn.Module:
             parent = stock.get_submodule(parent_name) if parent_name else stock
             setattr(parent, child, mod.get_base_layer())
     return stock
+
+
+def with_torch_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` whose :class:`~u2a.model.dropout.FastDropout` modules are plain
+    ``nn.Dropout`` of the same p again (what peft and transformers put there)."""
+    from u2a.model.dropout import FastDropout
+
+    copy_ = copy_model(model)
+    for name, mod in list(copy_.named_modules()):
+        if isinstance(mod, FastDropout):
+            parent_name, _, child = name.rpartition(".")
+            parent = copy_.get_submodule(parent_name) if parent_name else copy_
+            if isinstance(parent, torch.nn.ModuleDict):
+                parent[child] = torch.nn.Dropout(mod.p)
+            else:
+                setattr(parent, child, torch.nn.Dropout(mod.p))
+    return copy_
 
 
 def copy_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -375,6 +394,25 @@ class Bench:
             for dt in ("fp32", "bf16"):
                 if dt == "fp32" or "bf16" in self._models:
                     set_attention(self.model_for(dt), self.attention)
+        return out
+
+    def cmp_dropout(self) -> dict[str, Any]:
+        from u2a.model.dropout import FastDropout
+
+        sc = self.opts.scenario
+        batch = self.batch(sc, "skip")
+        n = sum(isinstance(m, FastDropout) for m in self.model.modules())
+        out: dict[str, Any] = {"scenario": sc, "path": "skip", "ratio": "torch/u2a", "modules": n}
+        for dt in ("fp32", "bf16"):
+            fast = self.model_for(dt)
+            plain = with_torch_dropout(fast)
+            variants = {"torch": self.train_step(plain, batch, dt), "u2a": self.train_step(fast, batch, dt)}
+            tags = {v: {"scenario": sc, "path": "skip", "mode": "train", "dtype": dt} for v in variants}
+            res = self.time_variants(f"dropout/{dt}/train", variants, self.opts.batch_size, tags)
+            t = res.pop("_timings")
+            res["torch/u2a"] = ratio(t["torch"], t["u2a"])
+            out[dt] = {"train": res}
+            del plain
         return out
 
     def cmp_compile(self) -> dict[str, Any]:

@@ -1,8 +1,7 @@
 """LoRA through peft: inject rank-r adapters into an encoder's attention projections, merge them.
 
-Dropout: peft draws each adapter's dropout mask with ``bernoulli_``, which on a CPU costs as much
-as the adapter's whole matmul. u2a swaps in :class:`FastDropout` (masks from 16-bit random
-integers of the same generator: the same distribution, p rounded to 1/65536, 2.5x faster) and, with
+Dropout: peft's adapters and the encoders use ``nn.Dropout``, slow on a CPU; u2a swaps in
+:class:`u2a.model.dropout.FastDropout` (same distribution, p rounded to 1/65536) and, with
 ``model.lora.shared_dropout``, one mask for the adapters of a block that read the same tensor (q, k
 and v), as a fused qkv projection has.
 """
@@ -17,6 +16,7 @@ from torch import nn
 from u2a.config import LoraConfig
 from u2a.encoders.base import EncoderAdapter
 from u2a.errors import ModelError
+from u2a.model.dropout import FastDropout, SharedMask
 
 
 def inject_lora(adapter: EncoderAdapter, cfg: LoraConfig, modality: str) -> int:
@@ -52,61 +52,18 @@ def inject_lora(adapter: EncoderAdapter, cfg: LoraConfig, modality: str) -> int:
     return n
 
 
-class _SharedMask:
-    """The last input a group of dropout modules saw, and its mask."""
-
-    def __init__(self) -> None:
-        self.x: torch.Tensor | None = None
-        self.mask: torch.Tensor | None = None
-
-
-def dropout_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
-    """Keep-mask with P(keep) = 1 - p (p rounded to 1/65536) from 16-bit random integers of torch's
-    default generator (seeded, checkpointed and restored like every other draw)."""
-    n = 1
-    for s in shape:
-        n *= int(s)
-    words = torch.randint(-(2 ** 31), 2 ** 31 - 1, ((n + 1) // 2,), dtype=torch.int32, device=device)
-    return words.view(torch.int16)[:n].view(shape) >= (int(round(p * 65536)) - 32768)
-
-
-class FastDropout(nn.Module):
-    """Inverted dropout with :func:`dropout_mask`; with a ``shared`` group, a module that gets the
-    very tensor the group's last module got reuses its mask."""
-
-    def __init__(self, p: float, shared: _SharedMask | None = None):
-        super().__init__()
-        self.p = float(p)
-        self._shared = shared
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        group = self._shared
-        if group is not None and group.x is x:
-            keep = group.mask
-        else:
-            keep = dropout_mask(x.shape, self.p, x.device)
-            if group is not None:
-                group.x, group.mask = x, keep
-        return torch.where(keep, x * (1.0 / (1.0 - self.p)), x.new_zeros(()))
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}, shared={self._shared is not None}"
-
-
 def install_fast_dropout(model: nn.Module, shared: bool = True) -> int:
     """Replace the dropout of every LoRA adapter, and every ``nn.Dropout`` with p > 0 of the
     encoder, by :class:`FastDropout`; LoRA adapters under the same parent module share a mask
     group when ``shared``. Returns the number of modules replaced."""
-    groups: dict[str, _SharedMask] = {}
+    groups: dict[str, SharedMask] = {}
     n = 0
     for name, module in list(model.named_modules()):
         if isinstance(module, LoraLayer):
             parent = name.rsplit(".", 1)[0] if "." in name else ""
             for key, d in list(module.lora_dropout.items()):
                 if isinstance(d, nn.Dropout) and d.p > 0:
-                    group = groups.setdefault(parent, _SharedMask()) if shared else None
+                    group = groups.setdefault(parent, SharedMask()) if shared else None
                     module.lora_dropout[key] = FastDropout(d.p, group)
                     n += 1
     for name, module in list(model.named_modules()):
