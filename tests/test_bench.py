@@ -73,7 +73,8 @@ def test_every_comparison_runs_and_writes_its_fields(result):
         assert c["eager/compiled"] > 0 and c["compile_s"] >= 0
     assert comps["compile"]["infer"]["logits_max_abs_diff"] < 1e-4
     lora = comps["lora"]
-    assert set(lora["infer"]["variants"]) == {"stock", "merged", "unmerged"}
+    assert set(lora["infer"]["variants"]) == {"stock", "merged", "unmerged", "merged_no_mask_tokens"}
+    assert lora["merged/merged_no_mask_tokens"] > 0 and lora["merged_no_mask_tokens/stock"] > 0
     assert lora["merged/stock"] > 0 and lora["unmerged/merged"] > 0
     assert lora["logits_max_abs_diff_merged_vs_unmerged"] < 1e-4
     lat = comps["latency"]

@@ -88,6 +88,10 @@ def render(result: dict[str, Any]) -> str:
             ratios.append(f"lora: merged/stock {_f(c.get('merged/stock'))}x, unmerged/merged "
                           f"{_f(c.get('unmerged/merged'))}x (merged vs unmerged max |logit diff| "
                           f"{_f(c.get('logits_max_abs_diff_merged_vs_unmerged'))})")
+            if "merged/merged_no_mask_tokens" in c:
+                ratios.append(f"lora: the mask tokens' share: merged/merged_no_mask_tokens "
+                              f"{_f(c['merged/merged_no_mask_tokens'])}x, merged_no_mask_tokens/stock "
+                              f"{_f(c['merged_no_mask_tokens/stock'])}x")
         elif name == "latency":
             lines += _variant_rows("latency (batch 1)", c)
             ratios.append("latency placeholder/skip: " + ", ".join(

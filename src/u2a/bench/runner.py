@@ -39,7 +39,7 @@ DESCRIPTIONS = {
                "build them) vs u2a's FastDropout (16-bit masks applied by one multiply, one mask for q, k, v)",
     "compile": "torch.compile off vs on (compile time reported apart)",
     "lora": "inference: the frozen encoders' own forward (stock transformers, no U2A tokens, no LoRA) vs U2A with "
-            "LoRA merged vs unmerged",
+            "LoRA merged vs unmerged, and (U2A) merged without its mask tokens in the sequences",
     "latency": "per-sample latency (batch 1) with every modality and with each one alone, skip-absent vs "
                "placeholders",
     "flops": "FLOPs counted (FlopCounterMode) and analytic, per scenario and path; matmul peak per dtype",
@@ -492,6 +492,20 @@ class Bench:
         stock_forward()
         variants = {"stock": stock_forward, "merged": self.infer_step(merged, batch, dt),
                     "unmerged": self.infer_step(base, batch, dt)}
+        if getattr(merged, "has_mask_tokens", False):
+            def without_mask_tokens():
+                """The merged model's encoders on their tokens and U2A's CLS token only (no mask
+                token), projections and head: what the mask tokens cost, measured."""
+                merged.eval()
+                with torch.no_grad(), autocast(self.device, dt):
+                    fused = 0
+                    for m in self.modalities:
+                        if m in inputs:
+                            c, _ = merged.run_encoder(m, inputs[m], merged.cls_tokens[m].unsqueeze(0))
+                            fused = fused + merged.proj[m](c[:, 0])
+                    return merged.head(fused)
+
+            variants["merged_no_mask_tokens"] = without_mask_tokens
         tags = {"unmerged": {"scenario": sc, "path": "skip", "mode": "infer", "dtype": dt}}
         res = self.time_variants("lora/infer", variants, self.opts.batch_size, tags)
         t = res.pop("_timings")
@@ -503,6 +517,9 @@ class Bench:
                "logits_max_abs_diff_merged_vs_unmerged": float(d),
                "stock_tokens_note": "the stock forward runs each encoder on its own tokens (its own CLS); U2A runs "
                                     "the same tokens with its CLS token and its mask tokens (one per other modality)"}
+        if "merged_no_mask_tokens" in t:
+            out["merged/merged_no_mask_tokens"] = ratio(t["merged"], t["merged_no_mask_tokens"])
+            out["merged_no_mask_tokens/stock"] = ratio(t["merged_no_mask_tokens"], t["stock"])
         if errors:
             out["stock_errors"] = errors
         return out
