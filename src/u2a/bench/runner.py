@@ -128,10 +128,15 @@ def strip_lora(module: torch.nn.Module) -> torch.nn.Module:
     stock = copy_model(module)
     for name, mod in list(stock.named_modules()):
         if isinstance(mod, LoraLayer):
-            parent_name, _, child = name.rpartition(".")
-            parent = stock.get_submodule(parent_name) if parent_name else stock
-            setattr(parent, child, mod.get_base_layer())
+            replace_submodule(stock, name, mod.get_base_layer())
     return stock
+
+
+def replace_submodule(root: torch.nn.Module, name: str, new: torch.nn.Module) -> None:
+    """Put ``new`` where the dotted ``name`` is in ``root`` (ModuleDict entries included)."""
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, new)
 
 
 def with_torch_dropout(model: torch.nn.Module) -> torch.nn.Module:
@@ -142,12 +147,7 @@ def with_torch_dropout(model: torch.nn.Module) -> torch.nn.Module:
     copy_ = copy_model(model)
     for name, mod in list(copy_.named_modules()):
         if isinstance(mod, FastDropout):
-            parent_name, _, child = name.rpartition(".")
-            parent = copy_.get_submodule(parent_name) if parent_name else copy_
-            if isinstance(parent, torch.nn.ModuleDict):
-                parent[child] = torch.nn.Dropout(mod.p)
-            else:
-                setattr(parent, child, torch.nn.Dropout(mod.p))
+            replace_submodule(copy_, name, torch.nn.Dropout(mod.p))
     return copy_
 
 

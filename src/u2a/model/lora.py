@@ -9,7 +9,6 @@ and v), as a fused qkv projection has.
 from __future__ import annotations
 
 import peft
-import torch
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
