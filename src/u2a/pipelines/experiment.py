@@ -188,18 +188,17 @@ def run_experiment(
         cfg.train.progress = progress and cfg.train.progress
         return cfg
 
-    n_jobs = parse_jobs(jobs, len(seeds) * len(chosen))
+    pairs = [(v, k) for k in seeds for v in chosen]
+    cfgs = {(v.name, k): run_config(v, k) for v, k in pairs}
+    n_jobs = parse_jobs(jobs, len(pairs))
     trained: dict[tuple[str, int], dict[str, Any]] = {}  # (variant, seed) -> summary and seconds
     if n_jobs > 1:
         import torch
 
         prefetch(base)
         threads = max(1, torch.get_num_threads() // n_jobs)
-        pairs = [(v, k) for k in seeds for v in chosen]
-        work = []
-        for v, k in pairs:
-            cfg = run_config(v, k)
-            work.append(Job(f"{v.label} seed {k}", cfg, cfg.run_dir, overwrite, threads))
+        work = [Job(f"{v.label} seed {k}", cfgs[(v.name, k)], cfgs[(v.name, k)].run_dir, overwrite, threads)
+                for v, k in pairs]
         print(f"u2a: training {len(work)} runs in {n_jobs} parallel processes ({threads} thread"
               f"{'s' if threads > 1 else ''} each)")
         t0 = time.time()
@@ -209,8 +208,7 @@ def run_experiment(
         entries: list[Entry] = []
         eval_cfg: RunConfig | None = None
         for v in chosen:
-            cfg = run_config(v, k)
-            t0 = time.time()
+            cfg = cfgs[(v.name, k)]
             if (v.name, k) in trained:  # trained by a worker: the weights selected on validation
                 from u2a.methods.base import load_model
 
@@ -218,6 +216,7 @@ def run_experiment(
                 timing[f"{v.name}/seed{k}"] = trained[(v.name, k)]["seconds"]
             else:
                 print(f"\n== seed {k}: training {v.label} ({cfg.run_dir}) ==")
+                t0 = time.time()
                 model, summary = train_or_reuse(cfg, cfg.run_dir, overwrite)
                 timing[f"{v.name}/seed{k}"] = round(time.time() - t0, 1)
             summaries[f"{v.folder}/seed{k}"] = summary
