@@ -99,6 +99,9 @@ def _plain_warnings() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from u2a.allocator import tune_allocator
+
+    tune_allocator()  # before the first tensor: see u2a.allocator
     parser = build_parser()
     _quiet_libraries()
     _plain_warnings()

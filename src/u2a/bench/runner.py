@@ -26,6 +26,7 @@ from u2a.bench.workload import (
     SCENARIOS, build_scenarios, compact_inputs, placeholder_inputs, sequence_tokens, single_sample_patterns,
     synthetic_inputs, to_device,
 )
+from u2a.allocator import allocator_state
 from u2a.errors import ConfigError
 
 COMPARISONS = ("skip_absent", "precision", "attention", "dropout", "compile", "lora", "latency", "flops")
@@ -620,6 +621,7 @@ class Bench:
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "allocator": allocator_state(),
             "cpu": _cpu_name(),
             "cores": os.cpu_count(),
             "platform": platform.platform(),

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import torch
 
+from u2a.allocator import allocator_state
 from u2a.config import load_run_config
 from u2a.evaluation.tables import fmt
 from u2a.io import atomic_write_json
@@ -63,7 +64,8 @@ def run_demo(
             "text 70%", "text 90%"]
     table = demo_table(data, main)
     data["timing"]["total (s)"] = round(time.time() - t_start, 1)
-    data["machine"] = {"threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__}
+    data["machine"] = {"threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__,
+                       "allocator": allocator_state()}
     root = Path(data["out_dir"])
     atomic_write_json(root / "demo.json", {k: data[k] for k in ("timing", "machine", "methods", "seeds")}
                       | {"table": table})

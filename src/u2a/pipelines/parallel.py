@@ -97,6 +97,9 @@ def _work(job: Job) -> dict[str, Any]:
     _LOG = open(job.log_path, "w", buffering=1)
     os.dup2(_LOG.fileno(), 1)
     os.dup2(_LOG.fileno(), 2)
+    from u2a.allocator import tune_allocator
+
+    tune_allocator()
     import torch
 
     torch.set_num_threads(job.threads)
