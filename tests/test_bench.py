@@ -82,6 +82,28 @@ def test_every_comparison_runs_and_writes_its_fields(result):
     assert lat["variants"]["all/skip"]["ms_per_sample"] > 0
 
 
+def test_the_lora_check_compares_a_nonzero_update():
+    """peft starts LoRA B at zero: the bench gives an untrained model's B seeded values before it
+    checks merged against unmerged logits, so that the check compares a real update."""
+    from u2a.bench.runner import copy_model, fill_lora_b, untrained_lora
+
+    model = tiny_model().eval()
+    assert untrained_lora(model)
+    x = workload.synthetic_inputs(model, 4, {"text": TEXT_TOKENS})
+    present = torch.ones(4, 2, dtype=torch.bool)
+    with torch.no_grad():
+        before = model(x, present).logits
+        filled = copy_model(model)
+        fill_lora_b(filled, seed=0)
+        assert not untrained_lora(filled)
+        unmerged = filled(x, present).logits
+        merged = copy_model(filled)
+        merged.merge_lora()
+        after = merged(x, present).logits
+    assert (unmerged - before).abs().max() > 1e-4  # the update changes the logits
+    assert (after - unmerged).abs().max() < 1e-5  # and merging keeps it
+
+
 def test_the_torch_dropout_variant_has_no_fast_dropout_left():
     from u2a.bench.runner import with_torch_dropout
     from u2a.model.dropout import FastDropout

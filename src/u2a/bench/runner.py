@@ -133,6 +133,25 @@ def strip_lora(module: torch.nn.Module) -> torch.nn.Module:
     return stock
 
 
+def untrained_lora(model: torch.nn.Module) -> bool:
+    """Every LoRA B matrix is zero (peft's start): the LoRA update is zero."""
+    from u2a.model.lora import lora_layers
+
+    layers = lora_layers(model)
+    return bool(layers) and all(not b.weight.any() for layer in layers for b in layer.lora_B.values())
+
+
+@torch.no_grad()
+def fill_lora_b(model: torch.nn.Module, seed: int, std: float = 0.02) -> None:
+    """Seeded normal values (``std``) in every LoRA B matrix: a LoRA update that merging must keep."""
+    from u2a.model.lora import lora_layers
+
+    gen = torch.Generator().manual_seed(seed)
+    for layer in lora_layers(model):
+        for b in layer.lora_B.values():
+            b.weight.copy_(torch.randn(b.weight.shape, generator=gen) * std)
+
+
 def replace_submodule(root: torch.nn.Module, name: str, new: torch.nn.Module) -> None:
     """Put ``new`` where the dotted ``name`` is in ``root`` (ModuleDict entries included)."""
     parent_name, _, child = name.rpartition(".")
@@ -473,6 +492,9 @@ class Bench:
         sc = self.opts.scenario
         dt = self.opts.precision
         base = self.model_for(dt)
+        if untrained_lora(base):  # B = 0: merging would change nothing, and the logit check below nothing
+            base = copy_model(base)
+            fill_lora_b(base, self.opts.seed)
         inputs, present, _ = batch = self.batch(sc, "skip")
         merged = copy_model(base)
         merged.merge_lora()
