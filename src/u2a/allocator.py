@@ -11,7 +11,8 @@ depends on the order of the process's first allocations. On the bench's step of 
 fixing the mmap threshold alone, without the trim threshold, measured 402-520 ms. An ``exp`` over
 4 MiB took 5 ms with fresh pages and 0.8 ms without. One epoch of the demo recipe trained at 50-51
 samples/s tuned against 44.5-46.5 with the defaults, at the same peak resident memory (1.22 GB;
-docs/benchmarks.md, "The C heap").
+docs/benchmarks.md, "The C heap"); two 1-thread trainings side by side (``u2a demo``) gained
+nothing measurable.
 
 :func:`tune_allocator` sets the mmap threshold to 32 MiB (glibc's largest allowed value on 64-bit
 systems) and the trim threshold to 64 MiB (twice that, glibc's own rule when it raises them) with
