@@ -7,8 +7,8 @@ page-faults its memory in again, page by page, on first touch. Both thresholds s
 and rise on their own with the blocks freed so far, so how often a step pays for page faults
 depends on the order of the process's first allocations. On the bench's step of the demo model
 (DINOv2-S 84 px + MiniLM-L6, batch 16, 2 threads; three processes each) a bf16 training step took
-420-489 ms with glibc's defaults and 384-398 ms tuned (fp32: 690-827 ms against 615-635 ms);
-fixing the mmap threshold alone, without the trim threshold, measured 402-520 ms. An ``exp`` over
+420-489 ms with glibc's defaults and 384-398 ms tuned in one round, but 376-439 against 378-449 ms
+in a later one (the machine's drift between processes is as large as the effect). An ``exp`` over
 4 MiB took 5 ms with fresh pages and 0.8 ms without. One epoch of the demo recipe trained at 50-51
 samples/s tuned against 44.5-46.5 with the defaults, at the same peak resident memory (1.22 GB;
 docs/benchmarks.md, "The C heap"); two 1-thread trainings side by side (``u2a demo``) gained
