@@ -166,6 +166,41 @@ def test_ablation_without_mask_tokens_uses_placeholder_cls():
     torch.testing.assert_close(out.fused[2], ph_feats.cls["m0"][0] + feats.cls["m1"][2], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("fams", PAIRS, ids=["+".join(p) for p in PAIRS])
+def test_ablation_encodes_its_placeholder_as_one_more_row(fams, monkeypatch):
+    """The placeholder rides in the batch: one encoder pass per modality, the same placeholder CLS
+    as a pass of its own, and the task loss reaches the LoRA weights through it."""
+    model = make_model(fams, mask_tokens=False).eval()
+    present = torch.tensor([[1, 1], [1, 0], [0, 1], [1, 1]], dtype=torch.bool)
+    inputs = full_inputs(fams, 4)
+    calls = []
+    real = model.run_encoder
+
+    def counting(m, x, *a, **k):
+        calls.append((m, next(iter(x.values())).shape[0]))
+        return real(m, x, *a, **k)
+
+    monkeypatch.setattr(model, "run_encoder", counting)
+    with torch.no_grad():
+        feats = model.encode(inputs, present, need_placeholder=~present)
+    assert sorted(calls) == [("m0", 4), ("m1", 4)]  # 3 present rows + the placeholder, each
+    monkeypatch.setattr(model, "run_encoder", real)
+    with torch.no_grad():
+        for m in model.modalities:
+            alone = model._placeholder_cls(m, inputs[m])
+            torch.testing.assert_close(feats.placeholder_cls[m], alone, atol=1e-5, rtol=1e-5)
+    # nothing of m1 in the batch: its placeholder still gets a pass of its own
+    only0 = torch.tensor([[1, 0], [1, 0]], dtype=torch.bool)
+    with torch.no_grad():
+        f0 = model.encode({"m0": tiny_inputs(fams[0], 2, 0)}, only0, need_placeholder=~only0)
+        torch.testing.assert_close(f0.placeholder_cls["m1"], model._placeholder_cls("m1", None), atol=1e-5, rtol=1e-5)
+    model.train()
+    out = model({"m0": {k: v[:1] for k, v in inputs["m0"].items()}}, torch.tensor([[1, 0]], dtype=torch.bool))
+    out.logits.sum().backward()
+    lora_b = [p for n, p in model.named_parameters() if n.startswith("encoders.m1.") and "lora_B" in n]
+    assert lora_b and any(p.grad is not None and p.grad.abs().sum() > 0 for p in lora_b)
+
+
 @pytest.mark.parametrize("estimator", ESTIMATORS)
 @pytest.mark.parametrize("fams", PAIRS, ids=["+".join(p) for p in PAIRS])
 def test_save_load_round_trip_and_merge(tmp_path, fams, estimator):

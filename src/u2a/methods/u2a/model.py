@@ -244,9 +244,17 @@ class U2AModel(MethodModel):
             else:
                 sub, rows = self.rows_to_encode(m, x, has, encode_all)
                 back = self.mask_tokens[m] if mtoks else None
+                # the ablation's placeholder rides as one more row of the batch (one pass, not two)
+                extra = None
+                if not mtoks and (need_placeholder is None or bool(need_placeholder[:, i].any())):
+                    extra = self._with_placeholder_row(m, sub)
+                    sub = extra if extra is not None else sub
                 c, mt = self.run_encoder(m, sub, self.cls_tokens[m].unsqueeze(0), back,
                                          private=self.settings.one_way_attention)
                 c = c[:, 0]
+                if extra is not None:
+                    placeholder_cls[m] = self.proj[m](c[-1:]).to(self.head.weight.dtype)
+                    c = c[:-1]
                 cls_out[m] = scatter(rows, self.proj[m](c), keep)
                 cls_native[m] = scatter(rows, c, keep)
                 if mt is not None:
@@ -261,8 +269,8 @@ class U2AModel(MethodModel):
             if m not in cls_out:
                 cls_out[m] = torch.zeros(b, self.dim, device=dev, dtype=dtype)
                 cls_native[m] = torch.zeros(b, self.widths[m], device=dev, dtype=dtype)
-            if not mtoks and (need_placeholder is None or need_placeholder[:, i].any()):
-                placeholder_cls[m] = self._placeholder_cls(m, x)
+            if not mtoks and m not in placeholder_cls and (need_placeholder is None or need_placeholder[:, i].any()):
+                placeholder_cls[m] = self._placeholder_cls(m, x)  # nothing of m to encode: a pass of its own
         source_space = self.settings.output == "source"
         align_target = cls_out if source_space else cls_native
         return Features(present=present, cls=cls_out, mt=est_out, align_target=dict(align_target),
@@ -316,6 +324,14 @@ class U2AModel(MethodModel):
         available = present & ~drop.to(torch.bool) if drop is not None else present
         feats = self.encode(inputs, present, ids=ids, encode_all=encode_all, need_placeholder=~available)
         return self.select(feats, available)
+
+    def _with_placeholder_row(self, m: str, sub: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+        """``sub`` with the placeholder input of modality m appended as its last row (``None`` where
+        the placeholder does not have the batch's input fields: then it gets a pass of its own)."""
+        ph = self.encoders[m].placeholder_inputs(1, like=sub)
+        if set(ph) != set(sub) or any(ph[k].shape[1:] != v.shape[1:] for k, v in sub.items()):
+            return None
+        return {k: torch.cat([v, ph[k].to(device=v.device, dtype=v.dtype)], dim=0) for k, v in sub.items()}
 
     def _placeholder_cls(self, m: str, like: Mapping[str, torch.Tensor] | None) -> torch.Tensor:
         """CLS output of the placeholder input (ablation without mask tokens)."""
