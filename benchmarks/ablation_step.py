@@ -1,0 +1,100 @@
+"""One training step of the demo recipe, U2A against the ablation without mask tokens, one thread
+(as ``u2a demo`` trains each of them), bf16 autocast, modality dropout as in training (batch 16,
+5 images and 5 other samples' texts dropped, text of 40 tokens: the ``u2a bench`` workload).
+Also times the ablation's placeholder inputs encoded in a forward and backward pass of their own
+(how the ablation encoded them until they became one more row of the batch).
+
+    python benchmarks/ablation_step.py --out docs/results/ablation_step.json
+
+The variants run interleaved, step by step, after warm-up; medians are reported
+(docs/benchmarks.md, "How `u2a demo` got under 5 minutes").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from importlib import resources
+from pathlib import Path
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=None, help="write the timings as JSON here")
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+
+    from u2a.allocator import allocator_state, tune_allocator
+
+    tune_allocator()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from u2a.bench import Bench, BenchOptions
+    from u2a.config import load_run_config
+    from u2a.methods import method_of
+
+    recipe = str(resources.files("u2a.recipes") / "emoji.yaml")
+    batch = 16
+    drop = torch.zeros(batch, 2, dtype=torch.bool)
+    drop[:5, 0] = True
+    drop[5:10, 1] = True
+    steps = {}
+    for name, over in (("u2a", []), ("ablation", ["model.u2a.mask_tokens=false"])):
+        torch.manual_seed(0)
+        cfg = load_run_config(recipe, over, warn=False)
+        bench = Bench(method_of(cfg.model).build_model(cfg.model, pretrained=True), BenchOptions(batch_size=batch),
+                      text_tokens={"text": 40}, image_sizes={"image": 84})
+        model = bench.model_for("bf16")
+        inputs, present, _ = bench.batch("eta0", "skip")
+        params = [q for q in model.parameters() if q.requires_grad]
+        opt = torch.optim.AdamW(params, lr=1e-6)
+        labels = bench.labels[:batch]
+
+        def step(model=model, inputs=inputs, present=present, opt=opt, labels=labels, bench=bench):
+            model.train()
+            with torch.autocast("cpu", torch.bfloat16):
+                loss = bench.loss(model, model(inputs, present, drop=drop), labels)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        steps[name] = step
+        if name == "ablation":
+            def separate(model=model, inputs=inputs, params=params):
+                model.train()
+                with torch.autocast("cpu", torch.bfloat16):
+                    total = sum(model._placeholder_cls(m, inputs[m]).float().sum() for m in model.modalities)
+                total.backward()
+                for q in params:
+                    q.grad = None
+
+            steps["ablation placeholders, separate pass"] = separate
+    for fn in steps.values():
+        for _ in range(args.warmup):
+            fn()
+    times = {k: [] for k in steps}
+    for _ in range(args.repeats):
+        for k, fn in steps.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(1e3 * (time.perf_counter() - t0))
+    result = {
+        "command": "python benchmarks/ablation_step.py" + (f" --out {args.out}" if args.out else ""),
+        "threads": args.threads, "batch_size": batch, "precision": "bf16 autocast", "allocator": allocator_state(),
+        "median_ms": {k: round(statistics.median(v), 1) for k, v in times.items()},
+        "ms": {k: [round(x, 1) for x in v] for k, v in times.items()},
+    }
+    for k, v in result["median_ms"].items():
+        print(f"{k}: median {v:.1f} ms")
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
