@@ -15,9 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
-from importlib import resources
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main(argv=None) -> int:
@@ -34,21 +36,15 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from u2a.bench import Bench, BenchOptions
-    from u2a.config import load_run_config
-    from u2a.methods import method_of
+    from bf16_step import build
 
-    recipe = str(resources.files("u2a.recipes") / "emoji.yaml")
     batch = 16
     drop = torch.zeros(batch, 2, dtype=torch.bool)
     drop[:5, 0] = True
     drop[5:10, 1] = True
     steps = {}
     for name, over in (("u2a", []), ("ablation", ["model.u2a.mask_tokens=false"])):
-        torch.manual_seed(0)
-        cfg = load_run_config(recipe, over, warn=False)
-        bench = Bench(method_of(cfg.model).build_model(cfg.model, pretrained=True), BenchOptions(batch_size=batch),
-                      text_tokens={"text": 40}, image_sizes={"image": 84})
+        bench = build(batch, over)
         model = bench.model_for("bf16")
         inputs, present, _ = bench.batch("eta0", "skip")
         params = [q for q in model.parameters() if q.requires_grad]

@@ -23,7 +23,8 @@ from importlib import resources
 from pathlib import Path
 
 
-def build(batch_size: int):
+def build(batch_size: int, overrides=()):
+    """The ``u2a bench`` workload of the demo recipe (with config ``overrides``), seeded."""
     import torch
 
     from u2a.bench import Bench, BenchOptions
@@ -31,7 +32,7 @@ def build(batch_size: int):
     from u2a.methods import method_of
 
     torch.manual_seed(0)
-    cfg = load_run_config(str(resources.files("u2a.recipes") / "emoji.yaml"), [], warn=False)
+    cfg = load_run_config(str(resources.files("u2a.recipes") / "emoji.yaml"), list(overrides), warn=False)
     model = method_of(cfg.model).build_model(cfg.model, pretrained=True)
     return Bench(model, BenchOptions(batch_size=batch_size), text_tokens={"text": 40}, image_sizes={"image": 84})
 

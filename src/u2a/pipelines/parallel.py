@@ -3,8 +3,8 @@
 On a CPU a small-batch training step does not use two cores twice as well as one: on the demo
 recipe (2 cores, bf16, batch 16) one step takes 372 ms with 2 threads and ~550 ms with 1 thread,
 also when a second 1-thread process runs beside it. ``u2a demo`` trains its two models side by
-side in ~275 s (298 s with the test evaluation) against 347-364 s one after the other with 2
-threads (docs/benchmarks.md). Each job is one (method, seed) run trained by :func:`u2a.pipelines.experiment.train_or_reuse` in a fresh process
+side in ~246 s (266 s with the test evaluation; 347-364 s one after the other with 2 threads,
+measured before the ablation's placeholder moved into its batch; docs/benchmarks.md). Each job is one (method, seed) run trained by :func:`u2a.pipelines.experiment.train_or_reuse` in a fresh process
 (``spawn``) with ``threads // jobs`` threads; its output goes to ``<run folder>.log``; the parent
 shows one progress bar per job from the run's ``metrics.jsonl`` and evaluates the runs afterwards.
 

@@ -238,22 +238,23 @@ class U2AModel(MethodModel):
             x = inputs.get(m)
             has = present[:, i]
             keep = has.unsqueeze(1).to(dtype)
+            # the ablation fills a missing slot with its placeholder's CLS feature
+            want_placeholder = not mtoks and (need_placeholder is None or bool(need_placeholder[:, i].any()))
             if x is None or (not has.any() and not encode_all):
                 if has.any():
                     raise ModelError(f"modality {m!r}: {int(has.sum())} samples have it but no inputs were given")
             else:
                 sub, rows = self.rows_to_encode(m, x, has, encode_all)
                 back = self.mask_tokens[m] if mtoks else None
-                # the ablation's placeholder rides as one more row of the batch (one pass, not two)
-                extra = None
-                if not mtoks and (need_placeholder is None or bool(need_placeholder[:, i].any())):
-                    extra = self._with_placeholder_row(m, sub)
-                    sub = extra if extra is not None else sub
+                # the placeholder rides as one more row of the batch (one pass, not two)
+                with_row = self._with_placeholder_row(m, sub) if want_placeholder else None
+                if with_row is not None:
+                    sub = with_row
                 c, mt = self.run_encoder(m, sub, self.cls_tokens[m].unsqueeze(0), back,
                                          private=self.settings.one_way_attention)
                 c = c[:, 0]
-                if extra is not None:
-                    placeholder_cls[m] = self.proj[m](c[-1:]).to(self.head.weight.dtype)
+                if with_row is not None:
+                    placeholder_cls[m] = self._placeholder_feature(m, c[-1:])
                     c = c[:-1]
                 cls_out[m] = scatter(rows, self.proj[m](c), keep)
                 cls_native[m] = scatter(rows, c, keep)
@@ -269,8 +270,8 @@ class U2AModel(MethodModel):
             if m not in cls_out:
                 cls_out[m] = torch.zeros(b, self.dim, device=dev, dtype=dtype)
                 cls_native[m] = torch.zeros(b, self.widths[m], device=dev, dtype=dtype)
-            if not mtoks and m not in placeholder_cls and (need_placeholder is None or need_placeholder[:, i].any()):
-                placeholder_cls[m] = self._placeholder_cls(m, x)  # nothing of m to encode: a pass of its own
+            if want_placeholder and m not in placeholder_cls:
+                placeholder_cls[m] = self._placeholder_cls(m, x)  # nothing of m encoded: a pass of its own
         source_space = self.settings.output == "source"
         align_target = cls_out if source_space else cls_native
         return Features(present=present, cls=cls_out, mt=est_out, align_target=dict(align_target),
@@ -340,7 +341,11 @@ class U2AModel(MethodModel):
         dev = self.head.weight.device
         ph = {k: v.to(dev) for k, v in ph.items()}
         c, _ = self.run_encoder(m, ph, self.cls_tokens[m].unsqueeze(0))
-        return self.proj[m](c[:, 0]).to(self.head.weight.dtype)
+        return self._placeholder_feature(m, c[:, 0])
+
+    def _placeholder_feature(self, m: str, cls: torch.Tensor) -> torch.Tensor:
+        """The slot feature of modality m's placeholder from its encoder's CLS output (1, width)."""
+        return self.proj[m](cls).to(self.head.weight.dtype)
 
     # ---- measurements -------------------------------------------------------------------
     @torch.no_grad()
