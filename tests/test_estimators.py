@@ -219,3 +219,42 @@ def test_source_alignment_trains_the_encoder_while_the_probe_fills_the_slot():
     assert "source_align" in losses and losses["source_align"].item() > 0
     losses["source_align"].backward()
     assert all(float(p.grad.abs().sum()) > 0 for p in model.mask_tokens.values())
+
+
+@pytest.mark.parametrize("mask_tokens", [True, False])
+def test_token_lr_gives_each_modalitys_tokens_a_group_scaled_to_its_embedding_rms(mask_tokens):
+    """``token_lr``: the CLS token (and the mask token, where there is one) of each modality get
+    ``token_lr x RMS(embedded tokens)`` as learning rate; every other trainable parameter keeps the
+    base rate. A model without mask tokens (the ablation) gets the same for its CLS tokens, so that
+    the ablation differs from the model it ablates by the mask tokens alone."""
+    from types import SimpleNamespace
+
+    from u2a.methods.u2a.method import U2AMethod
+
+    model = make(token_lr=0.01, mask_tokens=mask_tokens)
+    n = 6
+
+    def collate(rows):
+        return {"inputs": inputs(len(rows)), "present": torch.ones(len(rows), 2, dtype=torch.bool),
+                "ids": [str(r) for r in rows]}
+
+    cfg = SimpleNamespace(model=SimpleNamespace(u2a=SimpleNamespace(stats_samples=n)),
+                          train=SimpleNamespace(seed=0, lr=5e-3))
+    method = U2AMethod()
+    info = method.prepare(model, list(range(n)), collate, cfg, lambda line: None)
+    groups = {g["name"]: g for g in method.param_groups(model, cfg)}
+    assert set(groups) == {"main", "tokens/m0", "tokens/m1"}
+    x = inputs(n)
+    model.eval()  # as the statistics pass embeds: without the embeddings' dropout
+    for m in model.modalities:
+        with torch.no_grad():
+            tok, mask = model.encoders[m].embed(x[m])
+        w = torch.ones(tok.shape[:2]) if mask is None else mask.float()
+        rms = float((((tok.float() ** 2).mean(-1) * w).sum() / w.sum()) ** 0.5)
+        assert info["embed_rms"][m] == pytest.approx(rms, rel=1e-5)
+        assert groups[f"tokens/{m}"]["lr"] == pytest.approx(0.01 * rms, rel=1e-5)
+        want = [model.cls_tokens[m]] + ([model.mask_tokens[m]] if mask_tokens else [])
+        assert [id(p) for p in groups[f"tokens/{m}"]["params"]] == [id(p) for p in want]
+    assert groups["main"]["lr"] == 5e-3
+    grouped = [id(p) for g in groups.values() for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters() if p.requires_grad)

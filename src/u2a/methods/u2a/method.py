@@ -114,8 +114,15 @@ class U2AMethod(Method):
     def prepare(self, model: U2AModel, dataset: Any, collate: Callable, cfg: Any, log: Callable[[str], None]) -> dict[str, Any]:
         """Target statistics (stored with the model for the residual estimator and the normalised
         alignment loss), the embedding RMS for the token learning rate, and the floor check."""
-        if not model.has_mask_tokens or dataset is None or len(dataset) == 0:
+        if dataset is None or len(dataset) == 0:
             return {}
+        if not model.has_mask_tokens:
+            # no estimator to prepare; only the token learning rate needs the embedding RMS
+            if model.settings.token_lr <= 0:
+                return {}
+            idx = stats_indices(len(dataset), cfg.model.u2a.stats_samples, cfg.train.seed)
+            self._embed_rms = self.collect(model, dataset, collate, idx)["embed_rms"]
+            return {"stats_samples": len(idx), "embed_rms": self._embed_rms}
         idx = stats_indices(len(dataset), cfg.model.u2a.stats_samples, cfg.train.seed)
         got = self.collect(model, dataset, collate, idx)
         targets = got["targets"]
@@ -155,7 +162,7 @@ class U2AMethod(Method):
 
     def param_groups(self, model: U2AModel, cfg: Any) -> list[dict[str, Any]]:
         lr = cfg.train.lr
-        rel = model.settings.token_lr if model.has_mask_tokens else 0.0
+        rel = model.settings.token_lr
         rms = getattr(self, "_embed_rms", None) or {}
         if rel <= 0 or not rms:
             return super().param_groups(model, cfg)
