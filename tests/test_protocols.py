@@ -369,3 +369,25 @@ def test_a_finished_run_is_recognised_by_what_was_trained():
                for k, v in vars(ESTIMATOR_PRESETS["anchored"]).items()}
     w = build_run_config({**base, "model": {**base["model"], "u2a": {"estimator": "paper", **spelled}}})
     assert _comparable(w) == _comparable(v)
+
+
+def test_a_run_trained_before_a_preset_changed_is_not_reused_as_the_current_one():
+    """A config that names a preset (``estimator: probe``, switches null) means what the preset
+    says *today*; the settings a run trained with are in its summary, and reuse checks them."""
+    import dataclasses
+
+    from u2a.config import build_run_config
+    from u2a.pipelines.experiment import _trained_settings_match
+
+    base = {"name": "a", "output_dir": "/x", "model": S.model_section("enc")}
+    cfg = build_run_config(base)
+    now = dataclasses.asdict(cfg.model.u2a.settings())
+    assert _trained_settings_match(cfg, {"prepare": {"settings": now}})
+    assert not _trained_settings_match(cfg, {"prepare": {"settings": {**now, "token_lr": now["token_lr"] + 1}}})
+    # without mask tokens a run records only a token learning rate it used (none: the base rate)
+    ablation = build_run_config({**base, "model": {**base["model"], "u2a": {"mask_tokens": False, "token_lr": 0}}})
+    assert _trained_settings_match(ablation, {"prepare": {}})
+    assert not _trained_settings_match(ablation, {"prepare": {"settings": {"token_lr": 0.01}}})
+    tuned = build_run_config({**base, "model": {**base["model"], "u2a": {"mask_tokens": False, "token_lr": 0.01}}})
+    assert not _trained_settings_match(tuned, {"prepare": {}})
+    assert _trained_settings_match(tuned, {"prepare": {"settings": {"token_lr": 0.01}}})

@@ -102,10 +102,22 @@ def _comparable(cfg: RunConfig) -> dict[str, Any]:
             u.pop(k, None)
         if u.get("mask_tokens", True):
             u["settings"] = dataclasses.asdict(cfg.model.u2a.settings())
-        else:  # without mask tokens the estimator settings do nothing
+        else:  # without mask tokens only the token learning rate matters (checked from the summary)
             u.pop("estimator_rank", None)
             u.pop("stats_samples", None)
     return d
+
+
+def _trained_settings_match(cfg: RunConfig, summary: dict[str, Any]) -> bool:
+    """A U2A run records the estimator settings it trained with (``prepare.settings`` of its
+    summary); a preset that changed since must not make an older run pass for the current one."""
+    if cfg.model.method != "u2a":
+        return True
+    want = cfg.model.u2a.settings()
+    recorded = (summary.get("prepare") or {}).get("settings")
+    if not cfg.model.u2a.mask_tokens:  # a run without mask tokens records only a token lr it used
+        return float((recorded or {}).get("token_lr", 0.0)) == want.token_lr
+    return recorded is None or recorded == dataclasses.asdict(want)
 
 
 def train_or_reuse(cfg: RunConfig, run_dir: Path, overwrite: bool) -> tuple[Any, dict[str, Any]]:
@@ -120,7 +132,8 @@ def train_or_reuse(cfg: RunConfig, run_dir: Path, overwrite: bool) -> tuple[Any,
         if done and (run_dir / "config.yaml").is_file():
             try:
                 same = _comparable(load_run_config(run_dir / "config.yaml", warn=False)) == _comparable(cfg)
-            except ConfigError:
+                same = same and _trained_settings_match(cfg, json.loads((run_dir / "summary.json").read_text()))
+            except (ConfigError, ValueError):
                 same = False
         if same:
             print(f"u2a: {run_dir} holds a finished run of this config: reusing it")

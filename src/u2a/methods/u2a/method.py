@@ -122,7 +122,8 @@ class U2AMethod(Method):
                 return {}
             idx = stats_indices(len(dataset), cfg.model.u2a.stats_samples, cfg.train.seed)
             self._embed_rms = self.collect(model, dataset, collate, idx)["embed_rms"]
-            return {"stats_samples": len(idx), "embed_rms": self._embed_rms}
+            return {"stats_samples": len(idx), "embed_rms": self._embed_rms,
+                    "settings": {"token_lr": model.settings.token_lr}}
         idx = stats_indices(len(dataset), cfg.model.u2a.stats_samples, cfg.train.seed)
         got = self.collect(model, dataset, collate, idx)
         targets = got["targets"]
