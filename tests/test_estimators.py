@@ -225,8 +225,7 @@ def test_source_alignment_trains_the_encoder_while_the_probe_fills_the_slot():
 def test_token_lr_gives_each_modalitys_tokens_a_group_scaled_to_its_embedding_rms(mask_tokens):
     """``token_lr``: the CLS token (and the mask token, where there is one) of each modality get
     ``token_lr x RMS(embedded tokens)`` as learning rate; every other trainable parameter keeps the
-    base rate. A model without mask tokens (the ablation) gets the same for its CLS tokens, so that
-    the ablation differs from the model it ablates by the mask tokens alone."""
+    base rate. A model without mask tokens gets the same for its CLS tokens."""
     from types import SimpleNamespace
 
     from u2a.methods.u2a.method import U2AMethod

@@ -40,8 +40,9 @@ that override the preset one by one, so that an ablation can turn each component
 ``token_lr``
     the CLS and mask tokens get their own learning rate, ``token_lr x RMS(embedded tokens)`` of their
     encoder (a relative step per Adam update); ``0`` keeps them at the base learning rate as the
-    paper does. A model without mask tokens (the ablation) applies it to its CLS tokens, so that it
-    differs from the model it ablates by the mask tokens alone.
+    paper does. A model without mask tokens applies it to its CLS tokens (the ``u2a_no_mt``
+    variant of ``u2a experiment`` pins it to 0: on validation a token learning rate lowered the
+    ablation).
 
 ``estimator: paper`` is the paper's exact method (eq. 4 and eq. 6). ``estimator: probe`` is
 u2a's default, chosen on validation (docs/estimators.md has the measurements and the ablation):
