@@ -116,16 +116,15 @@ class U2AMethod(Method):
         alignment loss), the embedding RMS for the token learning rate, and the floor check."""
         if dataset is None or len(dataset) == 0:
             return {}
-        if not model.has_mask_tokens:
-            # no estimator to prepare; only the token learning rate needs the embedding RMS
-            if model.settings.token_lr <= 0:
-                return {}
-            idx = stats_indices(len(dataset), cfg.model.u2a.stats_samples, cfg.train.seed)
-            self._embed_rms = self.collect(model, dataset, collate, idx)["embed_rms"]
-            return {"stats_samples": len(idx), "embed_rms": self._embed_rms,
-                    "settings": {"token_lr": model.settings.token_lr}}
+        # without mask tokens there is no estimator: only a token learning rate needs the pass
+        if not model.has_mask_tokens and model.settings.token_lr <= 0:
+            return {}
         idx = stats_indices(len(dataset), cfg.model.u2a.stats_samples, cfg.train.seed)
         got = self.collect(model, dataset, collate, idx)
+        if not model.has_mask_tokens:
+            self._embed_rms = got["embed_rms"]
+            return {"stats_samples": len(idx), "embed_rms": self._embed_rms,
+                    "settings": {"token_lr": model.settings.token_lr}}
         targets = got["targets"]
         if len(model.stats):
             mean = {t: targets[t].mean(0) for t in model.stats if targets[t] is not None}
