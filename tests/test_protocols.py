@@ -384,6 +384,11 @@ def test_a_run_trained_before_a_preset_changed_is_not_reused_as_the_current_one(
     now = dataclasses.asdict(cfg.model.u2a.settings())
     assert _trained_settings_match(cfg, {"prepare": {"settings": now}})
     assert not _trained_settings_match(cfg, {"prepare": {"settings": {**now, "token_lr": now["token_lr"] + 1}}})
+    # a run trained before a setting was recorded (source_align) is judged on what it recorded
+    older = {k: v for k, v in now.items() if k != "source_align"}
+    assert _trained_settings_match(cfg, {"prepare": {"settings": older}})
+    assert not _trained_settings_match(cfg, {"prepare": {"settings": {**older, "output": "residual"}}})
+    assert not _trained_settings_match(cfg, {"prepare": {"settings": {**now, "retired_switch": True}}})
     # without mask tokens a run records only a token learning rate it used (none: the base rate)
     ablation = build_run_config({**base, "model": {**base["model"], "u2a": {"mask_tokens": False, "token_lr": 0}}})
     assert _trained_settings_match(ablation, {"prepare": {}})

@@ -110,14 +110,19 @@ def _comparable(cfg: RunConfig) -> dict[str, Any]:
 
 def _trained_settings_match(cfg: RunConfig, summary: dict[str, Any]) -> bool:
     """A U2A run records the estimator settings it trained with (``prepare.settings`` of its
-    summary); a preset that changed since must not make an older run pass for the current one."""
+    summary); a preset that changed since must not make an older run pass for the current one.
+    A setting the run did not record (it was added to the settings after the run) is judged by
+    the run's config alone (:func:`_comparable`)."""
     if cfg.model.method != "u2a":
         return True
     want = cfg.model.u2a.settings()
     recorded = (summary.get("prepare") or {}).get("settings")
     if not cfg.model.u2a.mask_tokens:  # a run without mask tokens records only a token lr it used
         return float((recorded or {}).get("token_lr", 0.0)) == want.token_lr
-    return recorded is None or recorded == dataclasses.asdict(want)
+    if recorded is None:
+        return True
+    now = dataclasses.asdict(want)
+    return all(k in now and now[k] == v for k, v in recorded.items())
 
 
 def train_or_reuse(cfg: RunConfig, run_dir: Path, overwrite: bool) -> tuple[Any, dict[str, Any]]:
