@@ -93,8 +93,10 @@ def synthetic_inputs(model, n: int, text_tokens: Mapping[str, int] | None = None
                      seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
     """Random inputs of the right shapes for every modality, one row per sample: text of
     ``text_tokens[m]`` tokens (no padding: the longest a batch can be), images of
-    ``image_sizes[m]`` pixels (default: the encoder's native size), audio of the encoder's native
-    length. The values do not matter for speed; they are seeded all the same."""
+    ``image_sizes[m]`` pixels (default: the size the model's modality config gives them), video
+    clips of ``frames[m]`` frames, audio of the length the model takes (the modality's
+    ``max_length``, else the encoder's own). The values do not matter for speed; they are seeded
+    all the same."""
     g = torch.Generator().manual_seed(seed)
     out: dict[str, dict[str, torch.Tensor]] = {}
     for m in model.modalities:
@@ -119,6 +121,8 @@ def synthetic_inputs(model, n: int, text_tokens: Mapping[str, int] | None = None
             if k == "pixel_values" and size:
                 shape[-2:] = [int(size), int(size)]
             if k == "pixel_values" and (frames or {}).get(m, 1) > 1:
+                if len(shape) == 5:  # the model's placeholder is already a clip: set its length
+                    shape = [shape[0], *shape[2:]]
                 shape = [shape[0], int(frames[m]), *shape[1:]]
             x[k] = torch.randn(shape, generator=g)
         out[m] = x

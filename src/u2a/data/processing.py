@@ -323,6 +323,54 @@ def build_processor(mod: ModalityConfig):
     raise ModelError(f"modality {mod.name!r}: unknown kind {mod.kind!r}")
 
 
+def _local_image_processor(encoder: str):
+    """The encoder's image processor where it can be had without fetching or converting anything
+    (a local folder, a u2a asset already in the cache, a hub id in the local HF cache), else None."""
+    from transformers import AutoImageProcessor
+
+    folder: str | None = encoder
+    try:
+        from u2a.assets import KNOWN_MODELS, is_cached, model_dir
+    except ImportError:  # pragma: no cover - assets package optional in stripped installs
+        KNOWN_MODELS = ()
+    if encoder in KNOWN_MODELS:
+        folder = str(model_dir(encoder)) if is_cached(encoder) else None
+    if folder is None:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return AutoImageProcessor.from_pretrained(folder, local_files_only=True)
+    except Exception:  # noqa: BLE001 - no processor there: the caller falls back to the encoder's size
+        return None
+
+
+def processed_image_size(mod: "ModalityConfig") -> int | None:
+    """The side in pixels of the images the data pipeline gives an image or video modality:
+    ``image_size`` when set, else what the encoder's processor makes of an image (e.g. DINOv2: 224,
+    although its config says 518); None where the processor is not at hand or its output is not square."""
+    if mod.image_size is not None:
+        return int(mod.image_size)
+    proc = _local_image_processor(mod.encoder)
+    if proc is None:
+        return None
+    from PIL import Image
+
+    out = ImageProcessor(proc, None)([Image.new("RGB", (64, 64))])["pixel_values"]
+    h, w = int(out.shape[-2]), int(out.shape[-1])
+    return h if h == w else None
+
+
+def input_settings(mod: "ModalityConfig") -> dict[str, int | None]:
+    """The settings that fix the shape of one sample's input of this modality as the data pipeline
+    makes it (``EncoderAdapter.sample_shape``'s arguments)."""
+    if mod.kind in ("image", "video"):
+        return {"image_size": processed_image_size(mod), "frames": mod.frames if mod.kind == "video" else None}
+    if mod.kind == "audio":
+        return {"max_length": mod.max_length}
+    return {}
+
+
 class Collator:
     """Collate dataset items into a model batch; each modality is processed only for the samples
     that have it.

@@ -21,7 +21,6 @@ from transformers import ASTModel
 
 from u2a.encoders.base import (
     EncoderAdapter,
-    zeros_like_input,
 )
 from u2a.encoders.registry import register_adapter
 from u2a.errors import ModelError
@@ -93,6 +92,10 @@ class ASTAdapter(EncoderAdapter):
         emb = self.model.embeddings
         return (emb.cls_token[0, 0] + emb.position_embeddings[0, 0]).detach().clone()
 
+    def sample_shape(self, image_size: int | None = None, max_length: int | None = None,
+                     frames: int | None = None) -> tuple[int, ...] | None:
+        # the feature extractor pads or cuts every clip to max_length frames
+        return (int(max_length or self.config.max_length), int(self.config.num_mel_bins))
+
     def placeholder_inputs(self, n: int, like: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-        native = (int(self.config.max_length), int(self.config.num_mel_bins))
-        return zeros_like_input("input_values", n, native, like)
+        return self._placeholder_zeros("input_values", n, self.sample_shape(), like)

@@ -118,8 +118,35 @@ class EncoderAdapter(nn.Module):
 
     def placeholder_inputs(self, n: int, like: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Inputs standing for ``n`` missing samples, as the paper's baselines feed them
-        (empty text, an all-zero image or audio). ``like`` is a real batch to copy shapes from."""
+        (empty text, an all-zero image or audio), of :attr:`input_shape` where the model set it (so
+        that a placeholder is the same input whether or not the batch holds the modality); ``like``
+        is a real batch to take dtype and device (and, where no input shape is set, the shape) from."""
         raise NotImplementedError
+
+    #: the shape of one sample's main input (``input_names[0]``, without the batch dimension) as the
+    #: data pipeline makes it for this model, e.g. (3, 84, 84) for images at the modality's
+    #: ``image_size``; set by the model from its modality config (:meth:`sample_shape`). None: it
+    #: varies with the sample (text), or it is not known (a bare adapter).
+    input_shape: tuple[int, ...] | None = None
+
+    def sample_shape(self, image_size: int | None = None, max_length: int | None = None,
+                     frames: int | None = None) -> tuple[int, ...] | None:
+        """The shape of one sample's main input for a modality with these settings (``frames``:
+        video clips), or None where it varies with the sample. ``None`` settings: the encoder's own."""
+        return None
+
+    def _placeholder_zeros(self, name: str, n: int, native: tuple[int, ...],
+                           like: Mapping[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+        """``{name: zeros}`` of ``n`` rows of :attr:`input_shape` (else ``like``'s shape, else ``native``),
+        with ``like``'s dtype and device."""
+        ref = like.get(name) if like is not None else None
+        if self.input_shape is not None:
+            shape = tuple(self.input_shape)
+        else:
+            shape = tuple(ref.shape[1:]) if ref is not None else native
+        if ref is not None:
+            return {name: torch.zeros((n, *shape), dtype=ref.dtype, device=ref.device)}
+        return {name: torch.zeros((n, *shape), dtype=torch.float32)}
 
     def subset(self, inputs: Mapping[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
         """The rows ``index`` of a batch of inputs."""
@@ -223,11 +250,8 @@ def image_size_of(config: PretrainedConfig) -> tuple[int, int]:
     return int(size), int(size)
 
 
-def zeros_like_input(
-    name: str, n: int, native: tuple[int, ...], like: Mapping[str, torch.Tensor] | None
-) -> dict[str, torch.Tensor]:
-    """``{name: zeros}`` of ``n`` rows, shaped like ``like[name]`` or else ``(n, *native)``."""
-    if like is not None and name in like:
-        ref = like[name]
-        return {name: torch.zeros((n, *ref.shape[1:]), dtype=ref.dtype, device=ref.device)}
-    return {name: torch.zeros((n, *native), dtype=torch.float32)}
+def image_sample_shape(config: PretrainedConfig, image_size: int | None, frames: int | None) -> tuple[int, ...]:
+    """(channels, H, W) of one image at ``image_size`` (default: the config's), (frames, ...) for video."""
+    h, w = (int(image_size), int(image_size)) if image_size else image_size_of(config)
+    shape = (int(config.num_channels), h, w)
+    return (int(frames), *shape) if frames else shape

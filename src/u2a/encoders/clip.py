@@ -21,8 +21,7 @@ from transformers import CLIPVisionModel, PretrainedConfig
 from u2a.encoders.base import (
     EncoderAdapter,
     attention_mask_4d,
-    image_size_of,
-    zeros_like_input,
+    image_sample_shape,
 )
 from u2a.encoders.registry import register_adapter
 from u2a.errors import ModelError
@@ -72,6 +71,9 @@ class CLIPVisionAdapter(EncoderAdapter):
         cls = emb.class_embedding + emb.position_embedding.weight[0]
         return self.model.pre_layrnorm(cls).detach().clone()
 
+    def sample_shape(self, image_size: int | None = None, max_length: int | None = None,
+                     frames: int | None = None) -> tuple[int, ...] | None:
+        return image_sample_shape(self.config, image_size, frames)
+
     def placeholder_inputs(self, n: int, like: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-        h, w = image_size_of(self.config)
-        return zeros_like_input("pixel_values", n, (int(self.config.num_channels), h, w), like)
+        return self._placeholder_zeros("pixel_values", n, image_sample_shape(self.config, None, None), like)

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import torch
 from transformers import Dinov2Model, PretrainedConfig, ViTModel
 
-from u2a.encoders.base import EncoderAdapter, attention_mask_4d, image_size_of, zeros_like_input
+from u2a.encoders.base import EncoderAdapter, attention_mask_4d, image_sample_shape
 from u2a.encoders.registry import register_adapter
 
 # ---- ViT and DINOv2 ---------------------------------------------------------------------
@@ -32,9 +32,12 @@ class _ViTLikeAdapter(EncoderAdapter):
         emb = self.model.embeddings
         return (emb.cls_token[0, 0] + emb.position_embeddings[0, 0]).detach().clone()
 
+    def sample_shape(self, image_size: int | None = None, max_length: int | None = None,
+                     frames: int | None = None) -> tuple[int, ...] | None:
+        return image_sample_shape(self.config, image_size, frames)
+
     def placeholder_inputs(self, n: int, like: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-        h, w = image_size_of(self.config)
-        return zeros_like_input("pixel_values", n, (int(self.config.num_channels), h, w), like)
+        return self._placeholder_zeros("pixel_values", n, image_sample_shape(self.config, None, None), like)
 
 
 @register_adapter

@@ -23,7 +23,6 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder
 from u2a.encoders.base import (
     EncoderAdapter,
     attention_mask_4d,
-    zeros_like_input,
 )
 from u2a.encoders.registry import register_adapter
 from u2a.errors import ModelError
@@ -108,6 +107,13 @@ class WhisperAdapter(EncoderAdapter):
     def default_cls(self) -> torch.Tensor | None:
         return None
 
+    def sample_shape(self, image_size: int | None = None, max_length: int | None = None,
+                     frames: int | None = None) -> tuple[int, ...] | None:
+        # clips are padded to the longest of their batch, at most max_length frames. With max_length
+        # set, the placeholder is that long (the same input in every batch; a pass of its own where
+        # the batch is shorter); without it (up to 30 s), it takes the batch's length, as a pass of
+        # 1,500 positions per step would cost more than the consistency is worth
+        return (int(self.config.num_mel_bins), int(min(max_length, self.max_frames))) if max_length else None
+
     def placeholder_inputs(self, n: int, like: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-        native = (int(self.config.num_mel_bins), self.max_frames)
-        return zeros_like_input("input_features", n, native, like)
+        return self._placeholder_zeros("input_features", n, (int(self.config.num_mel_bins), self.max_frames), like)

@@ -112,7 +112,19 @@ class MethodModel(nn.Module):
         if missing:
             raise ModelError(f"no encoder given for modalities {missing}")
         self.encoders = nn.ModuleDict({m: encoders[m] for m in self.modalities})
+        self.set_input_shapes()
         self.adapt_encoders()
+
+    def set_input_shapes(self) -> None:
+        """Tell each encoder the shape of one sample's input as the data pipeline makes it for its
+        modality (images at ``image_size``, audio at ``max_length`` frames), so that a placeholder
+        input (an absent modality, fed as the paper's baselines feed it) is the same whether or not
+        the batch holds real inputs of that modality."""
+        from u2a.data.processing import input_settings
+
+        for mc in self.config.modalities:
+            enc = self.encoders[mc.name]
+            enc.input_shape = enc.sample_shape(**input_settings(mc))
 
     def adapt_encoders(self) -> None:
         """Freeze the encoders and add LoRA (rank ``config.lora.rank``) to their attention."""
