@@ -12,30 +12,17 @@ The variants run interleaved, step by step, after warm-up; medians are reported
 
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=None, help="write the timings as JSON here")
-    p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=1)
-    args = p.parse_args(argv)
+    from step_timing import parse_and_set_up, report, time_interleaved
 
-    from u2a.allocator import allocator_state, tune_allocator
-
-    tune_allocator()
+    args = parse_and_set_up(__doc__, argv)
     import torch
-
-    torch.set_num_threads(args.threads)
     from bf16_step import build
 
     batch = 16
@@ -70,25 +57,7 @@ def main(argv=None) -> int:
                     q.grad = None
 
             steps["ablation placeholders, separate pass"] = separate
-    for fn in steps.values():
-        for _ in range(args.warmup):
-            fn()
-    times = {k: [] for k in steps}
-    for _ in range(args.repeats):
-        for k, fn in steps.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(1e3 * (time.perf_counter() - t0))
-    result = {
-        "command": "python benchmarks/ablation_step.py" + (f" --out {args.out}" if args.out else ""),
-        "threads": args.threads, "batch_size": batch, "precision": "bf16 autocast", "allocator": allocator_state(),
-        "median_ms": {k: round(statistics.median(v), 1) for k, v in times.items()},
-        "ms": {k: [round(x, 1) for x in v] for k, v in times.items()},
-    }
-    for k, v in result["median_ms"].items():
-        print(f"{k}: median {v:.1f} ms")
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    report("ablation_step.py", args, batch, time_interleaved(steps, args.warmup, args.repeats))
     return 0
 
 

@@ -12,30 +12,17 @@ The variants run interleaved, step by step, after warm-up; medians are reported.
 
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=None, help="write the timings as JSON here")
-    p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=1)
-    args = p.parse_args(argv)
+    from step_timing import parse_and_set_up, report, time_interleaved
 
-    from u2a.allocator import allocator_state, tune_allocator
-
-    tune_allocator()
+    args = parse_and_set_up(__doc__, argv)
     import torch
-
-    torch.set_num_threads(args.threads)
     from bf16_step import build
 
     batch = 16
@@ -70,27 +57,11 @@ def main(argv=None) -> int:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    for v in variants.values():
-        for _ in range(args.warmup):
-            step(*v)
-    times = {k: [] for k in variants}
-    for _ in range(args.repeats):
-        for k, v in variants.items():
-            t0 = time.perf_counter()
-            step(*v)
-            times[k].append(1e3 * (time.perf_counter() - t0))
+    steps = {k: (lambda v=v: step(*v)) for k, v in variants.items()}
+    times = time_interleaved(steps, args.warmup, args.repeats)
     image.input_shape = shape
-    result = {
-        "command": "python benchmarks/placeholder_step.py" + (f" --out {args.out}" if args.out else ""),
-        "threads": args.threads, "batch_size": batch, "precision": "bf16 autocast", "allocator": allocator_state(),
-        "image_input_shape": list(shape), "image_native_shape": list(native),
-        "median_ms": {k: round(statistics.median(v), 1) for k, v in times.items()},
-        "ms": {k: [round(x, 1) for x in v] for k, v in times.items()},
-    }
-    for k, v in result["median_ms"].items():
-        print(f"{k}: median {v:.1f} ms")
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    report("placeholder_step.py", args, batch, times,
+           {"image_input_shape": list(shape), "image_native_shape": list(native)})
     return 0
 
 
