@@ -89,6 +89,7 @@ def test_overrides(cfg_file):
         ("train.epochs=0", "train.epochs: must be >= 1"),
         ("train.mixed_precision=fp8", "train.mixed_precision: must be one of"),
         ("model.u2a.modality_dropout.keep_prob=2", "model.u2a.modality_dropout.keep_prob: must be in [0, 1]"),
+        ("model.u2a.modality_dropout.cases=every", "model.u2a.modality_dropout.cases: must be 'sample' or 'all'"),
         ("model.method=foo", "model.method: must be one of"),
         ("model.u2a.estimator=best", "model.u2a.estimator: must be one of"),
         ("model.u2a.output=middle", "model.u2a.output: must be one of"),

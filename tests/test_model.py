@@ -381,6 +381,47 @@ def test_modality_dropout_only_on_complete_samples():
     assert abs(drop[:3000].any(1).float().mean().item() - 0.5) < 0.03
 
 
+def test_every_case_is_the_expectation_of_modality_dropout():
+    from u2a.methods.u2a.dropout import every_case
+
+    present = torch.tensor([[1, 1], [1, 0], [0, 1], [1, 1]], dtype=torch.bool)
+    for keep_prob, weights in ((None, [1 / 3] * 3), (0.5, [0.5, 0.25, 0.25])):
+        cases = every_case(present, keep_prob)
+        assert [w for w, _ in cases] == pytest.approx(weights)
+        drops = [d for _, d in cases]
+        assert not drops[0].any()
+        # drop-one cases touch only the complete samples, one modality each
+        assert drops[1].tolist() == [[True, False], [False, False], [False, False], [True, False]]
+        assert drops[2].tolist() == [[False, True], [False, False], [False, False], [False, True]]
+    # every outcome sample_modality_dropout can draw is one of the cases
+    drawn = sample_modality_dropout(present, torch.Generator().manual_seed(0))
+    assert any(torch.equal(drawn[0], d[0]) for _, d in every_case(present))
+
+
+@pytest.mark.parametrize("mask_tokens", [True, False], ids=["mask_tokens", "no_mask_tokens"])
+def test_all_cases_from_one_encoder_pass_equal_separate_forwards(mask_tokens):
+    from u2a.methods.u2a.dropout import every_case
+
+    fams = ("dinov2", "bert")
+    model = make_model(fams, mask_tokens=mask_tokens, estimator="probe").eval()
+    present = torch.tensor([[1, 1], [1, 1], [1, 0], [0, 1]], dtype=torch.bool)
+    inputs = full_inputs(fams, len(present))
+    labels = torch.tensor([0, 1, 2, 1])
+    cases = every_case(present, 0.4)
+    with torch.no_grad():
+        out = model(inputs, present, cases=cases)
+        assert len(out.case_logits) == 3
+        for (w, logits), (w0, drop) in zip(out.case_logits, cases):
+            assert w == w0
+            torch.testing.assert_close(logits, model(inputs, present, drop=drop).logits)
+        torch.testing.assert_close(out.logits, model(inputs, present).logits)
+        loss = u2a_loss(out, labels, model.modalities, "multiclass", 0.0)["task"]
+        expected = sum(w * torch.nn.functional.cross_entropy(lg, labels) for w, lg in out.case_logits)
+        torch.testing.assert_close(loss, expected)
+    with pytest.raises(ModelError, match="either drop or cases"):
+        model(inputs, present, drop=cases[1][1], cases=cases)
+
+
 def test_widths_that_differ_get_projections():
     from _tiny import tiny_config
     from u2a.encoders import adapter_for_config

@@ -100,11 +100,19 @@ class ModalityDropoutConfig:
     enabled: bool = True
     #: probability of keeping every modality; null: uniform over keep-all / drop-one outcomes
     keep_prob: Optional[float] = None
+    #: ``sample`` (the paper): each complete sample gets one outcome drawn at random per step.
+    #: ``all``: each complete sample gets every outcome in every step - the task loss of keep-all
+    #: and of each drop-one case, weighted by their probabilities (``keep_prob``), from one
+    #: encoder pass (the encoders' outputs do not depend on what is dropped). The same objective
+    #: as ``sample`` in expectation, without the draw.
+    cases: str = "sample"
 
     def __post_init__(self) -> None:
         if self.keep_prob is not None:
             check(0.0 <= self.keep_prob <= 1.0, "model.u2a.modality_dropout.keep_prob",
                   f"must be in [0, 1], got {self.keep_prob}")
+        check(self.cases in ("sample", "all"), "model.u2a.modality_dropout.cases",
+              f"must be 'sample' or 'all', got {self.cases!r}")
 
 
 @dataclass

@@ -28,3 +28,18 @@ def sample_modality_dropout(
     rows = (choice > 0).nonzero().squeeze(1)
     drop[rows, choice[rows] - 1] = True
     return drop.to(present.device)
+
+
+def every_case(present: torch.Tensor, keep_prob: float | None = None) -> list[tuple[float, torch.Tensor]]:
+    """The outcomes of :func:`sample_modality_dropout` with their probabilities: ``(weight, drop)``
+    for keep-all and for dropping each modality in turn (only on samples that have all
+    modalities; the others keep what they have in every case). The weights sum to 1."""
+    b, m = present.shape
+    complete = present.all(dim=1)
+    keep = 1.0 / (m + 1) if keep_prob is None else float(keep_prob)
+    cases = [(keep, torch.zeros((b, m), dtype=torch.bool, device=present.device))]
+    for j in range(m):
+        drop = torch.zeros((b, m), dtype=torch.bool, device=present.device)
+        drop[:, j] = complete
+        cases.append(((1.0 - keep) / m, drop))
+    return cases

@@ -64,10 +64,15 @@ def source_alignment(out, modalities: list[str]) -> torch.Tensor:
 def u2a_loss(out, labels: torch.Tensor, modalities: list[str], task: str, align_weight: float,
              stop_grad_target: bool = False, target_var: dict[str, torch.Tensor] | None = None,
              source_align_weight: float = 0.0) -> dict[str, torch.Tensor]:
-    """Named losses: ``loss`` (the total, eq. 7), ``task``, ``align`` (eq. 6, the sum over
+    """Named losses: ``loss`` (the total, eq. 7), ``task`` (with ``out.case_logits``: the
+    probability-weighted sum of every dropout case's task loss), ``align`` (eq. 6, the sum over
     directions) and ``align/<s>-><t>`` per direction; with ``source_align_weight`` also
     ``source_align`` (eq. 6 on the raw MT outputs, :func:`source_alignment`)."""
-    t = task_loss(out.logits, labels, task)
+    case_logits = getattr(out, "case_logits", None)
+    if case_logits:  # every dropout case of the batch, weighted by its probability
+        t = torch.stack([w * task_loss(lg, labels, task) for w, lg in case_logits]).sum()
+    else:
+        t = task_loss(out.logits, labels, task)
     terms = alignment_terms(out, modalities, stop_grad_target, target_var) if out.mt else {}
     a = torch.stack(list(terms.values())).sum() if terms else t.new_zeros(())
     losses = {"loss": t + align_weight * a, "task": t, "align": a}

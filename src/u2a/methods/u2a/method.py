@@ -12,7 +12,7 @@ import torch
 
 from u2a.methods import register_method
 from u2a.methods.base import Method, StepContext
-from u2a.methods.u2a.dropout import sample_modality_dropout
+from u2a.methods.u2a.dropout import every_case, sample_modality_dropout
 from u2a.methods.u2a.estimators import FloorCheck, reachable_floor
 from u2a.methods.u2a.losses import alignment_scale, u2a_loss
 from u2a.methods.u2a.model import U2AModel
@@ -212,11 +212,15 @@ class U2AMethod(Method):
     def train_step(self, ctx: StepContext, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         ucfg = ctx.cfg.model.u2a
         present = batch["present"]
-        drop = None
-        if ucfg.modality_dropout.enabled:
-            drop = sample_modality_dropout(present.cpu(), ctx.generator, ucfg.modality_dropout.keep_prob).to(present.device)
+        md = ucfg.modality_dropout
         model = ctx.unwrapped
-        out = ctx.model(batch["inputs"], present, drop=drop, ids=batch["ids"])
+        if md.enabled and md.cases == "all":
+            out = ctx.model(batch["inputs"], present, ids=batch["ids"], cases=every_case(present, md.keep_prob))
+        else:
+            drop = None
+            if md.enabled:
+                drop = sample_modality_dropout(present.cpu(), ctx.generator, md.keep_prob).to(present.device)
+            out = ctx.model(batch["inputs"], present, drop=drop, ids=batch["ids"])
         s = model.settings
         var = None
         if len(model.stats) and out.mt:

@@ -66,6 +66,8 @@ class U2AOutput(ModelOutput):
     #: per modality, True where its slot was filled by an estimate (mask tokens or placeholder)
     estimated: torch.Tensor | None = None
     features: Features | None = None
+    #: ``forward(cases=...)``: (weight, logits) of every dropout case; ``logits`` is the first's
+    case_logits: list[tuple[float, torch.Tensor]] | None = None
 
 
 class _TargetStats(nn.Module):
@@ -320,8 +322,21 @@ class U2AModel(MethodModel):
         drop: torch.Tensor | None = None,
         ids: Sequence[str] | None = None,
         encode_all: bool = False,
+        cases: Sequence[tuple[float, torch.Tensor]] | None = None,
     ) -> U2AOutput:
+        """Encode, then select for ``present`` minus ``drop``; with ``cases`` (weight, drop mask)
+        pairs instead, select once per case from the same encoder outputs (``case_logits``)."""
         present = present.to(torch.bool)
+        if cases is not None:
+            if drop is not None:
+                raise ModelError("forward: give either drop or cases, not both")
+            avail = [present & ~d.to(torch.bool) for _, d in cases]
+            need = torch.stack([~a for a in avail]).any(dim=0)
+            feats = self.encode(inputs, present, ids=ids, encode_all=encode_all, need_placeholder=need)
+            outs = [self.select(feats, a) for a in avail]
+            first = outs[0]
+            first.case_logits = [(w, o.logits) for (w, _), o in zip(cases, outs)]
+            return first
         available = present & ~drop.to(torch.bool) if drop is not None else present
         feats = self.encode(inputs, present, ids=ids, encode_all=encode_all, need_placeholder=~available)
         return self.select(feats, available)
