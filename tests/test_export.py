@@ -95,7 +95,7 @@ def check_patterns(model, manifest, out, image="dinov2", text="bert"):
 
 @pytest.mark.parametrize("image,text,u2a", [
     ("dinov2", "bert", {"estimator": "paper"}),  # output: source
-    ("dinov2", "bert", {"estimator": "probe"}),  # the default: output linear, running target stats
+    ("dinov2", "bert", {"estimator": "probe"}),  # output linear, running target stats (task_probe, the default, infers the same)
     ("dinov2", "bert", {"estimator": "anchored", "output": "target_norm"}),
     ("clip_vision", "roberta", {"estimator": "anchored", "output": "target_norm", "one_way_attention": False}),
 ], ids=["dinov2+bert-source", "dinov2+bert-linear", "dinov2+bert-target_norm", "clip+roberta-target_norm"])

@@ -15,7 +15,7 @@ from u2a.methods.u2a.dropout import sample_modality_dropout
 from u2a.methods.u2a.losses import u2a_loss
 from u2a.methods.u2a.model import U2AModel
 
-ESTIMATORS = ["paper", "probe"]
+ESTIMATORS = ["paper", "probe", "task_probe"]
 
 
 def alignment_loss(out, modalities):

@@ -396,3 +396,24 @@ def test_a_run_trained_before_a_preset_changed_is_not_reused_as_the_current_one(
     tuned = build_run_config({**base, "model": {**base["model"], "u2a": {"mask_tokens": False, "token_lr": 0.01}}})
     assert not _trained_settings_match(tuned, {"prepare": {}})
     assert _trained_settings_match(tuned, {"prepare": {"settings": {"token_lr": 0.01}}})
+
+
+def test_a_saved_run_from_before_a_key_existed_keeps_the_value_it_trained_with(tmp_path):
+    """A run folder's config.yaml written before ``modality_dropout.cases`` existed trained with one
+    random case per sample; reuse and resume must not read it as today's default (``all``)."""
+    import yaml
+
+    from u2a.config import build_run_config, load_run_config, load_saved_run_config, save_run_config
+    from u2a.pipelines.experiment import _comparable
+
+    base = {"name": "a", "output_dir": str(tmp_path), "model": S.model_section("enc")}
+    now = build_run_config(base)
+    assert now.model.u2a.modality_dropout.cases == "all"
+    path = save_run_config(now, tmp_path / "config.yaml")
+    assert _comparable(load_saved_run_config(path)) == _comparable(now)  # written today: as it was
+    data = yaml.safe_load(path.read_text())
+    del data["model"]["u2a"]["modality_dropout"]["cases"]  # as an older u2a wrote it
+    path.write_text(yaml.safe_dump(data))
+    assert load_saved_run_config(path).model.u2a.modality_dropout.cases == "sample"
+    assert load_run_config(path, warn=False).model.u2a.modality_dropout.cases == "all"
+    assert _comparable(load_saved_run_config(path)) != _comparable(now)

@@ -593,6 +593,28 @@ def load_run_config(path: str | Path | None, overrides: Sequence[str] = (), warn
                             where=str(path) if path is not None else "config", warn=warn)
 
 
+#: defaults that changed, for the ``config.yaml`` a run folder holds (every key written out): a key
+#: that such a file lacks was written before the key existed, and the run trained with its old value
+SAVED_RUN_DEFAULTS: tuple[tuple[tuple[str, ...], Any], ...] = (
+    # a run written before commit 0c5596e (which added the key) drew one dropout case per sample
+    (("model", "u2a", "modality_dropout", "cases"), "sample"),
+)
+
+
+def load_saved_run_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
+    """The config of a run folder (its ``config.yaml``, written by :func:`save_run_config`): as
+    :func:`load_run_config`, but a key added since the run was written gets the value the run
+    trained with (:data:`SAVED_RUN_DEFAULTS`), not today's default."""
+    data = load_yaml(path)
+    for keys, old in SAVED_RUN_DEFAULTS:
+        node = data
+        for k in keys[:-1]:
+            node = node.get(k) if isinstance(node, dict) else None
+        if isinstance(node, dict) and node and keys[-1] not in node:
+            node[keys[-1]] = old
+    return build_run_config(data, overrides, name=Path(path).stem, where=str(path), warn=False)
+
+
 def run_config_yaml(cfg: RunConfig) -> str:
     from omegaconf import OmegaConf
 

@@ -16,7 +16,7 @@ from u2a.errors import ConfigError, DataError, ModelError
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from u2a.config import load_run_config
+    from u2a.config import load_run_config, load_saved_run_config
     from u2a.pipelines.train import train_run
     from u2a.train.trainer import make_accelerator
 
@@ -30,7 +30,7 @@ def run_train(args: argparse.Namespace) -> int:
         cfg_file = run_dir / "config.yaml"
         if not cfg_file.is_file():
             raise ConfigError(f"--resume {run_dir}: no config.yaml there (is it a u2a run folder?)")
-        cfg = load_run_config(cfg_file, overrides, warn=False)
+        cfg = load_saved_run_config(cfg_file, overrides)
     else:
         if args.config is None:
             raise ConfigError("give a CONFIG file, or --resume RUN_DIR")

@@ -42,7 +42,8 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     # the ablation keeps its CLS tokens at the base learning rate whatever the estimator preset
     # says: on validation a token learning rate lowered it (docs/estimators.md)
     "u2a_no_mt": ("u2a", ("model.u2a.mask_tokens=false", "model.u2a.token_lr=0")),
-    "u2a_paper": ("u2a", ("model.u2a.estimator=paper",)),
+    # the paper's method: its estimator and its random modality dropout (one case per sample)
+    "u2a_paper": ("u2a", ("model.u2a.estimator=paper", "model.u2a.modality_dropout.cases=sample")),
     "mla": ("mla", ()),
     "ume_mma": ("ume_mma", ()),
 }

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from u2a.config import RunConfig, load_run_config
+from u2a.config import RunConfig, load_run_config, load_saved_run_config
 from u2a.errors import ConfigError
 from u2a.evaluation.protocols import build_protocol
 from u2a.evaluation.report import write_outputs
@@ -136,7 +136,7 @@ def train_or_reuse(cfg: RunConfig, run_dir: Path, overwrite: bool) -> tuple[Any,
         same = False
         if done and (run_dir / "config.yaml").is_file():
             try:
-                same = _comparable(load_run_config(run_dir / "config.yaml", warn=False)) == _comparable(cfg)
+                same = _comparable(load_saved_run_config(run_dir / "config.yaml")) == _comparable(cfg)
                 same = same and _trained_settings_match(cfg, json.loads((run_dir / "summary.json").read_text()))
             except (ConfigError, ValueError):
                 same = False

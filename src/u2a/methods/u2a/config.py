@@ -44,11 +44,13 @@ that override the preset one by one, so that an ablation can turn each component
     variant of ``u2a experiment`` pins it to 0: on validation a token learning rate lowered the
     ablation).
 
-``estimator: paper`` is the paper's exact method (eq. 4 and eq. 6). ``estimator: probe`` is
-u2a's default, chosen on validation (docs/estimators.md has the measurements and the ablation):
-``output: linear``, ``stop_grad_target``, ``normalize_align``, ``detach_estimate``,
-``align_encoder: false`` and ``source_align_weight: 0.2``; two-way attention, no token learning
-rate.
+``estimator: paper`` is the paper's exact method (eq. 4 and eq. 6). ``estimator: task_probe`` is
+u2a's default, chosen on validation together with ``modality_dropout.cases: all`` (every dropout
+case of a sample in every step; docs/estimators.md has the measurements and the ablation):
+``output: linear``, ``stop_grad_target``, ``normalize_align``, ``align_encoder: false`` and
+``source_align_weight: 0.2``, the estimate trained by the task loss too; two-way attention, no
+token learning rate. ``estimator: probe`` is the same with ``detach_estimate`` (the estimate
+trained by its alignment loss only), the default before.
 """
 
 from __future__ import annotations
@@ -86,11 +88,16 @@ ESTIMATOR_PRESETS: dict[str, EstimatorSettings] = {
     "probe": EstimatorSettings(output="linear", stop_grad_target=True, normalize_align=True,
                                one_way_attention=False, token_lr=0.0, detach_estimate=True,
                                align_encoder=False, source_align=0.2),
+    # u2a's default since the every-case training (docs/estimators.md, "Every dropout case in
+    # every step"): the probe's map, trained by the task loss as well as by its alignment loss
+    "task_probe": EstimatorSettings(output="linear", stop_grad_target=True, normalize_align=True,
+                                    one_way_attention=False, token_lr=0.0, detach_estimate=False,
+                                    align_encoder=False, source_align=0.2),
     # an earlier candidate (docs/estimators.md): residual estimate, one-way mask tokens
     "anchored": EstimatorSettings(output="residual", stop_grad_target=True, normalize_align=True,
                                   one_way_attention=True, token_lr=0.01),
 }
-DEFAULT_ESTIMATOR = "probe"
+DEFAULT_ESTIMATOR = "task_probe"
 
 
 @dataclass
@@ -101,11 +108,11 @@ class ModalityDropoutConfig:
     #: probability of keeping every modality; null: uniform over keep-all / drop-one outcomes
     keep_prob: Optional[float] = None
     #: ``sample`` (the paper): each complete sample gets one outcome drawn at random per step.
-    #: ``all``: each complete sample gets every outcome in every step - the task loss of keep-all
+    #: ``all`` (u2a's default, chosen on validation: docs/estimators.md): each complete sample gets every outcome in every step - the task loss of keep-all
     #: and of each drop-one case, weighted by their probabilities (``keep_prob``), from one
     #: encoder pass (the encoders' outputs do not depend on what is dropped). The same objective
     #: as ``sample`` in expectation, without the draw.
-    cases: str = "sample"
+    cases: str = "all"
 
     def __post_init__(self) -> None:
         if self.keep_prob is not None:
@@ -125,7 +132,8 @@ class U2AConfig:
     #: lambda of the alignment loss (paper: 0.2)
     align_weight: float = 0.2
     modality_dropout: ModalityDropoutConfig = field(default_factory=ModalityDropoutConfig)
-    #: preset of the switches below: "paper" (eq. 4/6 exactly), "probe" (u2a's default) or "anchored"
+    #: preset of the switches below: "paper" (eq. 4/6 exactly), "task_probe" (u2a's default), "probe"
+    #: (the default before it) or "anchored"
     estimator: str = DEFAULT_ESTIMATOR
     #: null: the preset's value (see the module docstring for each switch)
     output: Optional[str] = None

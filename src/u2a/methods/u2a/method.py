@@ -99,7 +99,7 @@ class U2AMethod(Method):
                         note = "on the source encoder's final-norm manifold"
                         if floor >= const:
                             note += ("; WARNING: no training can bring this estimate below a constant "
-                                     "(try the default, model.u2a.estimator=probe)")
+                                     "(try the default, model.u2a.estimator=task_probe)")
                         out.append(FloorCheck(s, t, "source", floor, const, note))
                     else:
                         out.append(FloorCheck(s, t, "source", None, const, "learned projection: no fixed floor"))
