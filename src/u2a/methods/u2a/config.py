@@ -108,10 +108,11 @@ class ModalityDropoutConfig:
     #: probability of keeping every modality; null: uniform over keep-all / drop-one outcomes
     keep_prob: Optional[float] = None
     #: ``sample`` (the paper): each complete sample gets one outcome drawn at random per step.
-    #: ``all`` (u2a's default, chosen on validation: docs/estimators.md): each complete sample gets every outcome in every step - the task loss of keep-all
-    #: and of each drop-one case, weighted by their probabilities (``keep_prob``), from one
-    #: encoder pass (the encoders' outputs do not depend on what is dropped). The same objective
-    #: as ``sample`` in expectation, without the draw.
+    #: ``all`` (u2a's default, chosen on validation: docs/estimators.md): each complete sample
+    #: gets every outcome in every step - the task loss of keep-all and of each drop-one case,
+    #: weighted by their probabilities (``keep_prob``), from one encoder pass (the encoders'
+    #: outputs do not depend on what is dropped). The same objective as ``sample`` in
+    #: expectation, without the draw.
     cases: str = "all"
 
     def __post_init__(self) -> None:
