@@ -19,36 +19,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main(argv=None) -> int:
-    from step_timing import parse_and_set_up, report, time_interleaved
+    from step_timing import DemoStep, parse_and_set_up, report, time_interleaved
 
     args = parse_and_set_up(__doc__, argv)
     import torch
-    from bf16_step import build
 
-    batch = 16
-    drop = torch.zeros(batch, 2, dtype=torch.bool)
-    drop[:5, 0] = True
-    drop[5:10, 1] = True
     steps = {}
     for name, over in (("u2a", []), ("ablation", ["model.u2a.mask_tokens=false"])):
-        bench = build(batch, over)
-        model = bench.model_for("bf16")
-        inputs, present, _ = bench.batch("eta0", "skip")
-        params = [q for q in model.parameters() if q.requires_grad]
-        opt = torch.optim.AdamW(params, lr=1e-6)
-        labels = bench.labels[:batch]
-
-        def step(model=model, inputs=inputs, present=present, opt=opt, labels=labels, bench=bench):
-            model.train()
-            with torch.autocast("cpu", torch.bfloat16):
-                loss = bench.loss(model, model(inputs, present, drop=drop), labels)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
-        steps[name] = step
+        demo = DemoStep(over)
+        steps[name] = lambda demo=demo, drop=demo.drop_pattern(): demo.step(drop=drop)
         if name == "ablation":
-            def separate(model=model, inputs=inputs, params=params):
+            def separate(model=demo.model, inputs=demo.inputs, params=demo.params):
                 model.train()
                 with torch.autocast("cpu", torch.bfloat16):
                     total = sum(model._placeholder_cls(m, inputs[m]).float().sum() for m in model.modalities)
@@ -57,7 +38,7 @@ def main(argv=None) -> int:
                     q.grad = None
 
             steps["ablation placeholders, separate pass"] = separate
-    report("ablation_step.py", args, batch, time_interleaved(steps, args.warmup, args.repeats))
+    report("ablation_step.py", args, 16, time_interleaved(steps, args.warmup, args.repeats))
     return 0
 
 

@@ -19,38 +19,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main(argv=None) -> int:
-    from step_timing import parse_and_set_up, report, time_interleaved
+    from step_timing import DemoStep, parse_and_set_up, report, time_interleaved
 
     args = parse_and_set_up(__doc__, argv)
-    import torch
-    from bf16_step import build
-
     from u2a.methods.u2a.dropout import every_case
 
-    batch = 16
-    drop = torch.zeros(batch, 2, dtype=torch.bool)
-    drop[:5, 0] = True
-    drop[5:10, 1] = True
     steps = {}
     for name, over in (("u2a", []), ("ablation", ["model.u2a.mask_tokens=false"])):
-        bench = build(batch, over)
-        model = bench.model_for("bf16")
-        inputs, present, _ = bench.batch("eta0", "skip")
-        opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-6)
-        labels = bench.labels[:batch]
-        cases = every_case(present)
-
-        for mode, kwargs in (("one random case", {"drop": drop}), ("every case", {"cases": cases})):
-            def step(model=model, inputs=inputs, present=present, opt=opt, labels=labels, bench=bench, kwargs=kwargs):
-                model.train()
-                with torch.autocast("cpu", torch.bfloat16):
-                    loss = bench.loss(model, model(inputs, present, **kwargs), labels)
-                loss.backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-
-            steps[f"{name}, {mode}"] = step
-    report("cases_step.py", args, batch, time_interleaved(steps, args.warmup, args.repeats))
+        demo = DemoStep(over)
+        for mode, kwargs in (("one random case", {"drop": demo.drop_pattern()}),
+                             ("every case", {"cases": every_case(demo.present)})):
+            steps[f"{name}, {mode}"] = lambda demo=demo, kwargs=kwargs: demo.step(**kwargs)
+    report("cases_step.py", args, 16, time_interleaved(steps, args.warmup, args.repeats))
     return 0
 
 

@@ -19,20 +19,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main(argv=None) -> int:
-    from step_timing import parse_and_set_up, report, time_interleaved
+    from step_timing import DemoStep, parse_and_set_up, report, time_interleaved
 
     args = parse_and_set_up(__doc__, argv)
     import torch
-    from bf16_step import build
 
     batch = 16
-    bench = build(batch, ["model.u2a.mask_tokens=false"])
-    model = bench.model_for("bf16")
-    inputs, _, _ = bench.batch("eta0", "skip")
-    params = [q for q in model.parameters() if q.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-6)
-    labels = bench.labels[:batch]
-    image = model.encoders["image"]
+    demo = DemoStep(["model.u2a.mask_tokens=false"], batch)
+    inputs = demo.inputs
+    image = demo.model.encoders["image"]
     shape = tuple(image.input_shape)
     native = (int(image.config.num_channels), int(image.config.image_size), int(image.config.image_size))
 
@@ -49,13 +44,7 @@ def main(argv=None) -> int:
 
     def step(work, placeholder_shape):
         image.input_shape = placeholder_shape
-        x, present = work
-        model.train()
-        with torch.autocast("cpu", torch.bfloat16):
-            loss = bench.loss(model, model(x, present), labels)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        demo.step(*work)
 
     steps = {k: (lambda v=v: step(*v)) for k, v in variants.items()}
     times = time_interleaved(steps, args.warmup, args.repeats)

@@ -1,6 +1,7 @@
-"""What the one-thread training-step scripts share (``ablation_step.py``, ``placeholder_step.py``):
-their options, the set-up (the tuned C heap, the thread count), timing the variants interleaved
-step by step after warm-up, and the JSON they write."""
+"""What the one-thread training-step scripts share (``ablation_step.py``, ``placeholder_step.py``,
+``cases_step.py``): their options, the set-up (the tuned C heap, the thread count), the demo
+model's training step (:class:`DemoStep`), timing the variants interleaved step by step after
+warm-up, and the JSON they write."""
 
 from __future__ import annotations
 
@@ -62,3 +63,45 @@ def report(script: str, args: argparse.Namespace, batch: int, times: Mapping[str
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     return result
+
+
+class DemoStep:
+    """The demo recipe's model (``bf16_step.build``, with config ``overrides``) in bf16, its batch
+    of ``batch`` samples with both modalities (skip path, eta 0), AdamW on the trainable
+    parameters, and :meth:`step`: one bf16 training step as u2a trains."""
+
+    def __init__(self, overrides=(), batch: int = 16):
+        import torch
+        from bf16_step import build
+
+        self.batch_size = batch
+        self.bench = build(batch, list(overrides))
+        self.model = self.bench.model_for("bf16")
+        self.inputs, self.present, _ = self.bench.batch("eta0", "skip")
+        self.params = [q for q in self.model.parameters() if q.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=1e-6)
+        self.labels = self.bench.labels[:batch]
+
+    def drop_pattern(self):
+        """Modality dropout as in training: the image of 5 samples and the text of 5 others dropped."""
+        import torch
+
+        drop = torch.zeros(self.batch_size, 2, dtype=torch.bool)
+        drop[:5, 0] = True
+        drop[5:10, 1] = True
+        return drop
+
+    def step(self, inputs=None, present=None, **forward_kwargs) -> None:
+        """Forward (the batch, or ``inputs``/``present``; ``forward_kwargs`` such as ``drop`` or
+        ``cases``) under bf16 autocast, the method's loss, backward, AdamW."""
+        import torch
+
+        model = self.model
+        model.train()
+        x = self.inputs if inputs is None else inputs
+        p = self.present if present is None else present
+        with torch.autocast("cpu", torch.bfloat16):
+            loss = self.bench.loss(model, model(x, p, **forward_kwargs), self.labels)
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
