@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from u2a.config import RunConfig, load_run_config
+from u2a.config import RunConfig, load_saved_run_config
 from u2a.errors import ConfigError, ModelError
 from u2a.evaluation.protocols import TableContext, build_protocol, mask_token_mse, protocol_eta, run_protocol
 from u2a.evaluation.report import write_outputs
@@ -175,7 +175,7 @@ def load_run(run: str | Path) -> tuple[RunConfig, Entry]:
     cfg_file = run / "config.yaml"
     if not cfg_file.is_file():
         raise ConfigError(f"{run}: no config.yaml there (is it a u2a run folder?)")
-    cfg = load_run_config(cfg_file, warn=False)
+    cfg = load_saved_run_config(cfg_file)
     summary_file = run / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
     return cfg, Entry(load_model(run / "best"), run, None, summary)
