@@ -214,15 +214,15 @@ def test_cli_train_resume_and_predict(tmp_path, capsys):
 
 def test_samples_that_fail_to_decode_are_counted_and_listed(tmp_path, encoder):
     """data.skip_bad: the collator drops samples it cannot load and says so in batch["skipped"];
-    the trainer lists them in RUN/data.json and counts them in summary.json (an all-failed batch is
-    skipped, not trained on)."""
-    cfg = S.build_config(tmp_path, encoder, ["train.epochs=1", "train.log_every_steps=100"])
+    the trainer lists them, with their split, in RUN/data.json and counts them in summary.json.
+    A validation sample that fails is left out of the metrics and counted there, instead of
+    failing the run's every-sample-counted-once check."""
+    cfg = S.build_config(tmp_path, encoder, ["train.epochs=2", "train.log_every_steps=100"])
+    bad_ids = ("t0003", "t0010", "v0002")
 
-    def collate(items):
-        bad = [it for it in items if it["id"] in ("t0003", "t0010")]
-        good = [it for it in items if it not in bad]
-        batch = S.collate(good) if good else {"ids": [], "inputs": {}, "present": torch.zeros(0, 2, dtype=torch.bool),
-                                               "labels": torch.zeros(0, dtype=torch.long)}
+    def failing(items):
+        bad = [it for it in items if it["id"] in bad_ids]
+        batch = S.collate([it for it in items if it not in bad])
         batch["skipped"] = [{"id": it["id"], "modality": "a", "file": f"/data/{it['id']}.png", "reason": "truncated"}
                             for it in bad]
         return batch
@@ -232,11 +232,29 @@ def test_samples_that_fail_to_decode_are_counted_and_listed(tmp_path, encoder):
 
     model = method_of(cfg.model).build_model(cfg.model)
     cfg.run_dir.mkdir(parents=True)
-    (cfg.run_dir / "data.json").write_text(json.dumps({"sizes": {"train": 48}, "skipped_count": 0, "skipped": []}))
-    trainer = Trainer(cfg, model, {"train": S.SyntheticDataset(48, seed=1, prefix="t")}, collate, cfg.run_dir,
-                      eval_collate_fn=S.collate)
+    (cfg.run_dir / "data.json").write_text(json.dumps({"sizes": {"train": 48, "val": 7}, "skipped_count": 0,
+                                                       "skipped": []}))
+    trainer = Trainer(cfg, model, {"train": S.SyntheticDataset(48, seed=1, prefix="t"),
+                                   "val": S.SyntheticDataset(7, seed=2, prefix="v")},
+                      failing, cfg.run_dir, eval_collate_fn=failing)
     summary = trainer.train()
     report = json.loads((cfg.run_dir / "data.json").read_text())
-    assert summary["skipped_samples"] == 2 and report["skipped_samples_count"] == 2
-    assert sorted(r["id"] for r in report["skipped_samples"]) == ["t0003", "t0010"]
-    assert summary["train_samples"] == 46
+    assert summary["skipped_samples"] == 3 and report["skipped_samples_count"] == 3
+    assert sorted((r["split"], r["id"]) for r in report["skipped_samples"]) == [
+        ("train", "t0003"), ("train", "t0010"), ("val", "v0002")]
+    assert summary["train_samples"] == 2 * 46
+    epochs = [r for r in read_metrics(cfg.run_dir) if r["type"] == "epoch"]
+    assert len(epochs) == 2
+    assert all(r["val"]["n"] == 6 and r["val"]["n_distinct"] == 6 and r["val"]["skipped"] == 1 for r in epochs)
+
+
+def test_counted_once_check_accounts_for_skipped_samples():
+    from u2a.errors import DataError
+    from u2a.evaluation.predict import check_counted_once
+
+    ds = list(range(4))
+    check_counted_once({"ids": ["a", "b", "c"], "skipped": [{"id": "d"}]}, ds)
+    with pytest.raises(DataError, match="3 predictions"):
+        check_counted_once({"ids": ["a", "b", "c"], "skipped": []}, ds)
+    with pytest.raises(DataError, match="predicted and skipped"):
+        check_counted_once({"ids": ["a", "b", "c"], "skipped": [{"id": "c"}, {"id": "d"}]}, ds)

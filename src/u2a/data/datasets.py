@@ -163,19 +163,20 @@ def data_report(datasets: dict[str, ManifestDataset]) -> dict[str, Any]:
 
 
 def merge_skipped(report: dict[str, Any], records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Add the samples that failed to load during training (the Collator's ``skip_bad`` records,
-    ``{"id", "modality", "file", "reason"}`` and maybe ``"where"``) to a data report (as
+    """Add the samples that failed to load during training or validation (the Collator's
+    ``skip_bad`` records, ``{"id", "modality", "file", "reason"}`` and maybe ``"where"``, tagged
+    by the trainer with their ``"split"``) to a data report (as
     :func:`data_report` makes it), in place, and return it.
 
-    They go to ``report["skipped_samples"]``, one record per sample and modality (a sample that
-    fails again in a later epoch is not listed twice), with ``report["skipped_samples_count"]``;
+    They go to ``report["skipped_samples"]``, one record per split, sample and modality (a sample
+    that fails again in a later epoch is not listed twice), with ``report["skipped_samples_count"]``;
     the bad manifest lines stay in ``report["skipped"]``. The trainer merges ``collator.skipped``
     (or, with DataLoader worker processes, every ``batch["skipped"]``) and rewrites
     ``RUN/data.json``."""
     listed = report.setdefault("skipped_samples", [])
-    seen = {(r.get("id"), r.get("modality"), r.get("file")) for r in listed}
+    seen = {(r.get("split"), r.get("id"), r.get("modality"), r.get("file")) for r in listed}
     for r in records:
-        key = (r.get("id"), r.get("modality"), r.get("file"))
+        key = (r.get("split"), r.get("id"), r.get("modality"), r.get("file"))
         if key not in seen:
             seen.add(key)
             listed.append(dict(r))

@@ -75,12 +75,17 @@ def _dedup(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_counted_once(result: dict[str, Any], dataset) -> None:
-    """Every sample of ``dataset`` is in ``result`` exactly once (needs unique ids)."""
+    """Every sample of ``dataset`` is in ``result`` exactly once (needs unique ids), or among the
+    samples that failed to load and were skipped (``result["skipped"]``, ``data.skip_bad``)."""
     n = len(dataset)
     got = len(result["ids"])
-    if got != n or len(set(result["ids"])) != got:
-        raise DataError(f"evaluation counted {got} predictions ({len(set(result['ids']))} distinct ids) "
-                        f"for {n} samples; sample ids must be unique")
+    skipped = {str(r["id"]) for r in result.get("skipped") or []}
+    both = skipped & set(result["ids"])
+    if got + len(skipped) != n or len(set(result["ids"])) != got or both:
+        extra = f" and {len(skipped)} skipped samples" if skipped else ""
+        raise DataError(f"evaluation counted {got} predictions ({len(set(result['ids']))} distinct ids){extra} "
+                        f"for {n} samples; sample ids must be unique"
+                        + (f" (predicted and skipped: {sorted(both)[:5]})" if both else ""))
 
 
 # ---- several availability scenarios from one encoding pass -------------------------------------
@@ -115,7 +120,9 @@ def predict_scenarios(model: torch.nn.Module, loader, accelerator=None, scenario
     """Like :func:`predict`, but every batch is encoded once (``model.encode``) and predicted under
     each availability scenario (``model.select``): ``{"ids", "labels", "present",
     "logits": {scenario: (N, C)}, "sums": {name: tensor}}``. ``sums`` (with ``diagnostics``) are
-    the model's additive estimate statistics (``estimate_sums``), summed over processes."""
+    the model's additive estimate statistics (``estimate_sums``), summed over processes.
+    ``"skipped"``: the records of samples that failed to load (a collator with ``skip_bad``), from
+    every process, one per sample id and modality."""
     scenarios = scenarios or {"complete": lambda present: present}
     inner = accelerator.unwrap_model(model) if accelerator is not None else model
     was_training = inner.training
@@ -124,9 +131,13 @@ def predict_scenarios(model: torch.nn.Module, loader, accelerator=None, scenario
     labels, present = [], []
     logits: dict[str, list[torch.Tensor]] = {k: [] for k in scenarios}
     sums: dict[str, torch.Tensor] = {}
+    skipped: list[dict[str, Any]] = []
     autocast = accelerator.autocast if accelerator is not None else _null
     try:
         for batch in loader:
+            skipped.extend(batch.get("skipped") or [])
+            if not batch["ids"]:
+                continue  # every sample of the batch failed to load (a collator with allow_empty)
             with autocast():
                 feats = inner.encode(batch["inputs"], batch["present"], ids=batch["ids"])
                 pr = feats.present
@@ -164,8 +175,17 @@ def predict_scenarios(model: torch.nn.Module, loader, accelerator=None, scenario
             out[k] = flat[i:i + n].view_as(sums[k])
             i += n
         sums = out
+    if accelerator is not None and accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        skipped = [r for part in gather_object([skipped]) for r in part]
+    seen_skip: set[tuple[str, str]] = set()
+    skipped = [r for r in skipped
+               if not ((str(r["id"]), str(r.get("modality"))) in seen_skip
+                       or seen_skip.add((str(r["id"]), str(r.get("modality")))))]
     result = {
         "ids": ids,
+        "skipped": skipped,
         "logits": {k: torch.cat(v) if v else torch.empty(0, 0) for k, v in logits.items()},
         "labels": torch.cat(labels) if labels and len(labels) == len(present) else None,
         "present": torch.cat(present) if present else torch.empty(0, 0),

@@ -255,6 +255,11 @@ class Trainer:
         task, classes = self.cfg.model.task, self.cfg.model.classes
         metrics = compute_metrics(result["logits"]["complete"], result["labels"], task, classes)
         metrics["n_distinct"] = len(set(result["ids"]))
+        if result["skipped"]:
+            # data.skip_bad: the metrics are over the samples that loaded; the others are listed
+            # in RUN/data.json with the training split's (one record per sample and modality)
+            metrics["skipped"] = len({r["id"] for r in result["skipped"]})
+            self.skipped_samples.extend({**r, "split": split} for r in result["skipped"])
         sel = self.tc.select_metric
         if len(scenarios) > 1:
             metrics["scenarios"] = {
@@ -472,9 +477,8 @@ class Trainer:
             i = skip
             for i, batch in enumerate(loader, start=skip):
                 if batch.get("skipped"):
-                    self.skipped_samples.extend(batch["skipped"])
-                if not batch["ids"]:
-                    continue  # every sample of this batch failed to decode (data.skip_bad)
+                    # data.skip_bad (a batch in which every sample fails raises in the collator)
+                    self.skipped_samples.extend({**r, "split": "train"} for r in batch["skipped"])
                 group_start = (i // ga) * ga
                 group = min(ga, n_batches - group_start)
                 sync = (i + 1 - group_start) == group
