@@ -96,6 +96,26 @@ def test_train_into_a_finished_run_needs_resume_or_overwrite(trained, capsys):
     assert _snapshot(run) == before
 
 
+def test_resume_refuses_settings_that_change_what_the_run_computes(trained, capsys):
+    """A resumed run continues the optimisation its config.yaml records: another grad_accum (which
+    used to leave the rest of the run at LR 0), seed or learning rate is refused, naming each key,
+    before anything in the run changes; train.epochs may change (train longer)."""
+    cfg, run = trained
+    before = _snapshot(run)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "train.grad_accum=2", "train.seed=5", "train.epochs=2"]) == 2
+    err = capsys.readouterr().err
+    assert "train.grad_accum: 1 in the run, 2 now" in err and "train.seed: 0 in the run, 5 now" in err
+    assert "train.epochs" not in err.split("may change only")[0]
+    assert _snapshot(run) == before
+    assert main(["train", "--resume", str(run), "train.lr=0.01", "train.epochs=2"]) == 2
+    assert "train.lr: 0.05 in the run, 0.01 now" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "train.epochs=2"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["epochs"] == 2
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["epochs"] == 2
+
+
 def _hold_lock(run: Path) -> subprocess.Popen:
     """Another process that holds the lock of ``run`` (as a training process would) until killed."""
     code = ("import sys, time; from u2a.train.lock import acquire; acquire(sys.argv[1]); "

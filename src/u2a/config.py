@@ -615,6 +615,37 @@ def load_saved_run_config(path: str | Path, overrides: Sequence[str] = ()) -> Ru
     return build_run_config(data, overrides, name=Path(path).stem, where=str(path), warn=False)
 
 
+#: what a resumed run may change against the config it trained with: how long it trains and how it
+#: logs, checkpoints, loads and skips data - not what it computes (the model, the data, the
+#: optimisation, the seed), which would silently make the run's record wrong
+RESUME_MAY_CHANGE = frozenset({
+    "name", "output_dir",
+    "train.epochs", "train.max_steps", "train.progress", "train.log_every_steps", "train.tensorboard",
+    "train.keep_last", "train.checkpoint_every_steps", "train.num_workers", "train.eval_every_epochs",
+    "data.skip_bad",
+})
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def resume_changes(saved: RunConfig, new: RunConfig) -> list[tuple[str, Any, Any]]:
+    """The settings in which ``new`` differs from the ``saved`` config of a run and which a resumed
+    run may not change (every key outside :data:`RESUME_MAY_CHANGE`): ``(key, saved, new)``."""
+    from omegaconf import OmegaConf
+
+    a = _flat(OmegaConf.to_container(OmegaConf.structured(saved), resolve=True))
+    b = _flat(OmegaConf.to_container(OmegaConf.structured(new), resolve=True))
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
+            if k not in RESUME_MAY_CHANGE and a.get(k) != b.get(k)]
+
+
 def run_config_yaml(cfg: RunConfig) -> str:
     from omegaconf import OmegaConf
 

@@ -136,6 +136,27 @@ def train_run(
                     run_dir.rmdir()
 
 
+def check_resume_config(cfg: RunConfig, run_dir: Path) -> None:
+    """A resumed run continues the optimisation its ``config.yaml`` records: only what
+    :data:`~u2a.config.RESUME_MAY_CHANGE` names may differ (e.g. ``train.epochs`` to train longer).
+    Another batch layout, seed, learning rate or model would train the rest of the run with
+    settings the record does not show (a changed ``train.grad_accum`` even leaves the LR schedule
+    finished early, at 0)."""
+    from u2a.config import RESUME_MAY_CHANGE, load_saved_run_config, resume_changes
+    from u2a.errors import ConfigError
+
+    saved_file = run_dir / "config.yaml"
+    if not saved_file.is_file():
+        return
+    changes = resume_changes(load_saved_run_config(saved_file), cfg)
+    if changes:
+        lines = "\n".join(f"  {k}: {old!r} in the run, {new!r} now" for k, old, new in changes)
+        may = ", ".join(sorted(k for k in RESUME_MAY_CHANGE if "." in k))
+        raise ConfigError(f"--resume {run_dir}: the run was trained with other settings than these "
+                          f"({saved_file}):\n{lines}\na resumed run may change only {may}; "
+                          "start a new run (another name=, or --overwrite) to train with other settings")
+
+
 def check_precision(cfg: RunConfig, accelerator) -> None:
     """The precision the run config names is the one the accelerator runs (the saved config must
     never say fp16 for a run that ran in fp32 on a CPU)."""
@@ -170,6 +191,8 @@ def _train_locked(cfg, run_dir: Path, accelerator, resume, overwrite: bool, scor
     # everything that can fail on the new run's inputs comes before anything in run_dir changes:
     # the data (every split read and checked, missing tables built), the encoders, the trainer
     datasets = build_datasets(cfg, run_dir, write_tables=False)  # fills model.classes from the data
+    if resume:
+        check_resume_config(cfg, run_dir)
     seed_everything(cfg.train.seed)  # the same initial weights in every process and every run
     model = method.build_model(cfg.model)
     splits = datasets if score_test else {k: v for k, v in datasets.items() if k != "test"}
