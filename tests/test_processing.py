@@ -203,6 +203,27 @@ def test_merge_skipped_adds_the_records_to_the_data_report():
     assert report["skipped_samples_count"] == 3 and report["skipped_count"] == 0
 
 
+def test_a_resumed_run_keeps_the_samples_its_earlier_sessions_skipped(tmp_path):
+    """write_data_report rewrites RUN/data.json when a run (re)starts; on resume the samples that
+    failed to load before the kill stay listed (the same sample in another split is another record)."""
+    import json
+    from types import SimpleNamespace
+
+    from u2a.data.datasets import write_data_report
+
+    class Split(list):
+        manifest = SimpleNamespace(skipped=[], path="m.jsonl")
+
+    earlier = [{"split": "train", "id": "b", "modality": "image", "file": "/d/b.png", "reason": "truncated"},
+               {"split": "val", "id": "b", "modality": "image", "file": "/d/vb.png", "reason": "truncated"}]
+    (tmp_path / "data.json").write_text(json.dumps({"sizes": {}, "skipped_count": 0, "skipped": [],
+                                                    "skipped_samples": earlier, "skipped_samples_count": 2}))
+    report = write_data_report({"train": Split([1, 2])}, tmp_path, keep_samples=True)
+    assert report["skipped_samples"] == earlier and report["skipped_samples_count"] == 2
+    assert json.loads((tmp_path / "data.json").read_text())["skipped_samples"] == earlier
+    assert "skipped_samples" not in write_data_report({"train": Split([1, 2])}, tmp_path)  # a fresh run
+
+
 def test_an_empty_list_of_items_is_an_empty_batch():
     batch = collator(skip_bad=True)([])
     assert batch["ids"] == [] and batch["inputs"] == {} and batch["skipped"] == []

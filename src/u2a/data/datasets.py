@@ -184,13 +184,31 @@ def merge_skipped(report: dict[str, Any], records: Iterable[Mapping[str, Any]]) 
     return report
 
 
-def write_data_report(datasets: dict[str, ManifestDataset], run_dir: str | Path) -> dict[str, Any]:
-    """Write ``run_dir/data.json`` and say on stderr how many bad lines were skipped."""
+def write_data_report(datasets: dict[str, ManifestDataset], run_dir: str | Path,
+                      keep_samples: bool = False) -> dict[str, Any]:
+    """Write ``run_dir/data.json`` and say on stderr how many bad lines were skipped.
+    ``keep_samples`` (a resumed run): the samples that an earlier session of the run skipped
+    (``skipped_samples`` of the existing report) stay listed."""
+    import json
     import sys
 
     from u2a.io import atomic_write_json
 
     report = data_report(datasets)
+    path = Path(run_dir) / "data.json"
+    if keep_samples and path.is_file():
+        try:
+            earlier = json.loads(path.read_text()).get("skipped_samples") or []
+        except (OSError, ValueError) as e:
+            import warnings
+
+            from u2a.errors import U2AWarning
+
+            warnings.warn(f"{path}: cannot read the run's data report ({e}); the samples that earlier "
+                          "sessions of the run skipped are not listed in the new one", U2AWarning, stacklevel=2)
+            earlier = []
+        if earlier:
+            merge_skipped(report, earlier)
     atomic_write_json(Path(run_dir) / "data.json", report)
     if report["skipped_count"]:
         print(

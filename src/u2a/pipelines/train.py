@@ -210,7 +210,7 @@ def _train_locked(cfg, run_dir: Path, accelerator, resume, overwrite: bool, scor
         run_dir.mkdir(parents=True, exist_ok=True)
         write_missing_tables(cfg, datasets, run_dir)
         save_run_config(cfg, run_dir / "config.yaml")
-        write_data_report(datasets, run_dir)
+        write_data_report(datasets, run_dir, keep_samples=bool(resume))
         if verbose:
             sizes = ", ".join(f"{k} {len(v)}" for k, v in datasets.items())
             print(f"run folder: {run_dir}\nmethod: {method.display_name(cfg.model)}\ndata: {sizes}", file=sys.stderr)

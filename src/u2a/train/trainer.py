@@ -200,6 +200,9 @@ class Trainer:
         self.log_window_n = 0
         self.val_scenarios = validation_scenarios(self.modalities, tc.select_on)
         self.resumed_from: str | None = None
+        # training samples and seconds of the earlier sessions of a resumed run (from its checkpoint)
+        self.samples_before, self.time_before = 0, 0.0
+        self._t0, self._samples_seen = time.time(), 0
         self._tb = None
 
     # ---- small helpers ------------------------------------------------------------------
@@ -296,6 +299,8 @@ class Trainer:
             "log_window_n": self.log_window_n,
             "method": self.cfg.model.method,
             "metrics_bytes": size,
+            "samples_seen": self.samples_before + self._samples_seen,
+            "train_time_s": self.time_before + (time.time() - self._t0),
             "time": time.time(),
         }
 
@@ -384,6 +389,8 @@ class Trainer:
             ckpt_lib.restore_rng_state(ck.rng_states[rank])
         else:
             log.warning("checkpoint %s has no RNG state for process %d; continuing with fresh RNG", path, rank)
+        self.samples_before = int(st.get("samples_seen", 0))
+        self.time_before = float(st.get("train_time_s", 0.0))
         self.resumed_from = str(path)
         self.accelerator.wait_for_everyone()
 
@@ -451,8 +458,7 @@ class Trainer:
         ga = tc.grad_accum
         params = [p for p in self.model.parameters() if p.requires_grad]
         self._params = params
-        t0 = time.time()
-        samples_seen = 0
+        self._t0, self._samples_seen = time.time(), 0
         stop = tc.max_steps is not None and self.global_step >= tc.max_steps
         if self.is_main:
             log.info("training %d epochs x %d batches (%d processes), %d optimizer steps, warm-up %d",
@@ -493,7 +499,7 @@ class Trainer:
                 for k, v in losses.items():
                     self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + float(v)
                 n = len(batch["ids"]) * acc.num_processes
-                samples_seen += n
+                self._samples_seen += n
                 window_samples += n
                 self.step_in_epoch = i + 1
                 bar.update(1)
@@ -533,8 +539,8 @@ class Trainer:
             bar.close()
             self._end_epoch(epoch, last=stop or epoch + 1 == tc.epochs)
 
-        elapsed = time.time() - t0
-        return self._finish(elapsed, samples_seen)
+        elapsed = self.time_before + (time.time() - self._t0)
+        return self._finish(elapsed, self.samples_before + self._samples_seen)
 
     def _end_epoch(self, epoch: int, last: bool) -> None:
         acc, tc = self.accelerator, self.tc
@@ -626,7 +632,6 @@ class Trainer:
         summary["runtime"] = self.runtime
         if self.prepared:
             summary["prepare"] = self.prepared
-        self._report_skipped(summary)
         if "test" in self.eval_loaders and (self.run_dir / BEST_DIR).is_dir():
             # the test split is scored once, with the model selected on validation
             acc.wait_for_everyone()
@@ -634,6 +639,7 @@ class Trainer:
             test = self.evaluate("test", {"complete": lambda present: present})
             summary["test"] = scalar_metrics(test)
             self._log({"type": "test", "epoch": self.best_epoch, "global_step": self.global_step, "test": test})
+        self._report_skipped(summary)  # after the test split, whose skipped samples it lists too
         if self.is_main:
             atomic_write_json(self.run_dir / SUMMARY_FILE, summary)
         if self._tb is not None:
