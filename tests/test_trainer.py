@@ -157,6 +157,15 @@ def test_metrics_multiclass_and_multilabel():
     assert m["f1_macro"] == pytest.approx((1.0 + 2 / 3) / 2)
     assert m["f1_samples"] == pytest.approx((1 + 1 + 0) / 3)
     assert "f1_weighted" in m and "accuracy" not in m
+    # macro-F1 averages over the classes that occur: a perfect model on a split without class z
+    # scores 1, not 2/3 (z's F1 of 0/0 left out); a class predicted but absent still counts as 0
+    m = compute_metrics(logits[:2], torch.tensor([0, 1]), classes=["x", "y", "z"])
+    assert m["f1_macro"] == 1.0 and m["per_class"]["z"]["support"] == 0
+    m = compute_metrics(logits[2:], torch.tensor([1, 1]), classes=["x", "y", "z"])
+    assert m["f1_macro"] == pytest.approx((2 / 3 + 0) / 2)
+    ml = compute_metrics(torch.tensor([[3.0, -3.0, -3.0], [-3.0, 3.0, -3.0]]),
+                         torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), task="multilabel")
+    assert ml["f1_macro"] == 1.0
     assert is_better(0.5, 0.4, "accuracy") and is_better(0.3, 0.4, "loss") and not is_better(0.4, 0.4, "f1_macro")
 
 

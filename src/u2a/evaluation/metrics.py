@@ -1,5 +1,6 @@
 """Classification metrics (scikit-learn): accuracy and macro-F1 for multiclass; F1 macro, micro,
-samples and weighted at threshold 0.5 on sigmoid outputs for multilabel; per-class scores."""
+samples and weighted at threshold 0.5 on sigmoid outputs for multilabel; per-class scores.
+Macro-F1 averages over the classes (labels) that occur in the split's labels or predictions."""
 
 from __future__ import annotations
 
@@ -42,14 +43,22 @@ def compute_metrics(
     if task == "multilabel":
         y_true = _np(labels_c).astype(int)
         y_pred = (torch.sigmoid(logits_f) >= threshold).numpy().astype(int)
-        for avg in ("macro", "micro", "samples", "weighted"):
+        for avg in ("micro", "samples", "weighted"):
             out[f"f1_{avg}"] = float(f1_score(y_true, y_pred, average=avg, zero_division=0))
         p, r, f, s = precision_recall_fscore_support(y_true, y_pred, average=None, zero_division=0)
+        # macro over the labels that occur (true or predicted): a label absent from both says
+        # nothing about the model, and scoring it 0 would understate F1 on a small split
+        seen = (y_true.sum(axis=0) > 0) | (y_pred.sum(axis=0) > 0)
+        out["f1_macro"] = float(f[seen].mean()) if seen.any() else 0.0
     else:
         y_true = _np(labels_c).astype(int)
         y_pred = logits_f.argmax(dim=1).numpy()
         out["accuracy"] = float(accuracy_score(y_true, y_pred))
-        out["f1_macro"] = float(f1_score(y_true, y_pred, labels=label_ids, average="macro", zero_division=0))
+        # macro over the classes that occur (true or predicted), as scikit-learn's default: a class
+        # absent from both says nothing about the model, and scoring it 0 would understate F1 on a
+        # split that lacks it
+        seen = sorted(set(y_true.tolist()) | set(y_pred.tolist()))
+        out["f1_macro"] = float(f1_score(y_true, y_pred, labels=seen, average="macro", zero_division=0))
         p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=label_ids, average=None, zero_division=0)
     if per_class:
         out["per_class"] = {
