@@ -278,7 +278,8 @@ def write_cli_config(tmp: str | Path, name: str = "cli", epochs: int = 1, sizes=
     manifests = write_text_manifests(tmp / "data", **({"sizes": sizes} if sizes else {}), missing=missing)
     cfg = {"name": name, "output_dir": str(tmp / "runs"), "model": model_section(enc),
            "data": {"manifest": str(manifests), **(data or {})},
-           "train": {"epochs": epochs, "batch_size": 8, "lr": 5e-2, "tensorboard": False, "progress": False, **train}}
+           "train": {"epochs": epochs, "batch_size": 8, "lr": 5e-2, "warmup_epochs": 0.5, "tensorboard": False,
+                     "progress": False, **train}}
     for m in cfg["model"]["modalities"]:
         m["max_length"] = max_length
     path = tmp / f"{name}.yaml"

@@ -267,3 +267,15 @@ def test_counted_once_check_accounts_for_skipped_samples():
         check_counted_once({"ids": ["a", "b", "c"], "skipped": []}, ds)
     with pytest.raises(DataError, match="predicted and skipped"):
         check_counted_once({"ids": ["a", "b", "c"], "skipped": [{"id": "c"}, {"id": "d"}]}, ds)
+
+
+def test_a_warm_up_that_covers_the_whole_run_is_warned_about(tmp_path, encoder):
+    """The paper's warm-up holds 0.1 x lr; with train.warmup_epochs >= train.epochs the run would
+    never leave it, silently."""
+    from u2a.errors import U2AWarning
+    from u2a.methods import method_of
+
+    cfg = S.build_config(tmp_path, encoder, ["train.epochs=1", "train.warmup_epochs=1"])
+    model = method_of(cfg.model).build_model(cfg.model)
+    with pytest.warns(U2AWarning, match=r"warmup_epochs=1.0 covers the whole run \(12 optimizer steps\)"):
+        Trainer(cfg, model, {"train": S.SyntheticDataset(48, seed=1, prefix="t")}, S.collate, cfg.run_dir)

@@ -185,6 +185,15 @@ class Trainer:
         inner = getattr(self.optimizer, "optimizer", self.optimizer)
         self.scheduler = build_scheduler(inner, tc, self.batches_per_epoch)
         self.warmup_steps, self.total_steps = schedule_lengths(tc, self.batches_per_epoch)
+        if self.total_steps and self.warmup_steps >= self.total_steps and tc.warmup_factor != 1:
+            import warnings
+
+            from u2a.errors import U2AWarning
+
+            warnings.warn(f"train.warmup_epochs={tc.warmup_epochs} covers the whole run ({self.total_steps} optimizer "
+                          f"steps): it trains at warmup_factor x lr = {tc.warmup_factor * tc.lr:g} throughout and the "
+                          "polynomial decay never starts; lower train.warmup_epochs or train longer",
+                          U2AWarning, stacklevel=2)
 
         # position and bookkeeping (restored by resume)
         self.epoch = 0  # epochs completed
