@@ -538,3 +538,25 @@ def test_whisper_placeholder_follows_short_clips():
     ad = BY_FAMILY["whisper"].make()
     ph = ad.placeholder_inputs(2, like=_whisper_inputs(200))
     assert ph["input_features"].shape == (2, 16, 200)
+
+
+def test_a_text_encoder_without_tokenizer_or_bos_id_warns(tmp_path, monkeypatch):
+    """When no tokenizer loads from the folder and the config names no bos id, U2A's CLS token
+    cannot start from the encoder's [CLS] embedding: said, not silent."""
+    from transformers import BertConfig, BertModel
+
+    from u2a.encoders import bert
+    from u2a.encoders.registry import build_encoder
+    from u2a.errors import U2AWarning
+
+    def no_tokenizer(*args, **kwargs):
+        raise OSError("no tokenizer files in the folder")
+
+    monkeypatch.setattr(bert.AutoTokenizer, "from_pretrained", no_tokenizer)
+
+    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=64, bos_token_id=None, eos_token_id=None)
+    BertModel(cfg).save_pretrained(tmp_path / "bert")
+    with pytest.warns(U2AWarning, match="no tokenizer could be loaded .* random vector"):
+        enc = build_encoder(str(tmp_path / "bert"))
+    assert enc.cls_token_id is None and enc.default_cls() is None

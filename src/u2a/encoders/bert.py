@@ -37,12 +37,23 @@ class _TextAdapter(EncoderAdapter):
         model = load_checked(AutoModel, name_or_path, config, cls.family, unused=cls.unused_weights,
                              add_pooling_layer=False, **kwargs)
         cls_id = sep_id = None
+        problem = None
         try:
             tok = AutoTokenizer.from_pretrained(name_or_path)
             cls_id, sep_id = tok.cls_token_id, tok.sep_token_id
-        except (OSError, ValueError, TypeError):
-            pass
-        return cls(model, cls_id, sep_id)
+        except (OSError, ValueError, TypeError) as e:
+            problem = f"{type(e).__name__}: {e}"
+        adapter = cls(model, cls_id, sep_id)
+        if problem is not None and adapter.cls_token_id is None:
+            import warnings
+
+            from u2a.errors import U2AWarning
+
+            warnings.warn(f"{name_or_path}: no tokenizer could be loaded ({problem}) and the config names no "
+                          "bos token: U2A's CLS token starts from a random vector instead of the encoder's own "
+                          "[CLS] embedding, and the placeholder text of a missing modality is pad ids",
+                          U2AWarning, stacklevel=2)
+        return adapter
 
     def embed(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         ids = inputs["input_ids"]
