@@ -17,7 +17,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
 CS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)

@@ -172,11 +172,6 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    @property
-    def method_config(self) -> Any:
-        """The section of the selected method (``self.u2a`` for ``method: u2a``)."""
-        return getattr(self, self.method)
-
     @classmethod
     def from_dict(cls, d: dict[str, Any], warn: bool = False) -> "ModelConfig":
         """From a saved model's ``model`` mapping (keys that moved since are put in their place)."""

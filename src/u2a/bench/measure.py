@@ -157,10 +157,6 @@ def peak_memory(fn: Callable[[], Any], device: torch.device | str) -> dict[str, 
     return {"peak_mib": (after - before) / 1024, "method": "ru_maxrss rise (new process peaks only)"}
 
 
-def process_peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def saved_for_backward(fn: Callable[[], Any], exclude: set[int] | None = None) -> dict[str, Any]:
     """The bytes autograd keeps from the forward pass for the backward pass during one call of
     ``fn`` (a training step): every tensor it saves, each storage counted once, parameters (given

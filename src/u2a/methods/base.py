@@ -148,10 +148,6 @@ class MethodModel(nn.Module):
     def device(self) -> torch.device:
         return next(p for p in self.parameters() if p.requires_grad).device
 
-    @property
-    def compute_dtype(self) -> torch.dtype:
-        return next(p for p in self.parameters() if p.requires_grad).dtype
-
     # ---- parameters and state -----------------------------------------------------------
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
@@ -336,11 +332,12 @@ class MethodModel(nn.Module):
         model.load_trainable(Path(directory) / WEIGHTS_NAME)
         return model
 
-    def load_trainable(self, path: str | Path | Mapping[str, torch.Tensor]) -> None:
-        """Load what :meth:`saved_state_dict` holds, from a file or a mapping; every name and
-        shape must match (a mismatch is an error naming them)."""
+    def load_trainable(self, path: str | Path | Mapping[str, torch.Tensor], where: str | None = None) -> None:
+        """Load what :meth:`saved_state_dict` holds, from a file or a mapping (``where``: the file
+        it was read from, for errors); every name and shape must match (a mismatch is an error
+        naming them)."""
         if isinstance(path, Mapping):
-            state, where = dict(path), "state"
+            state, where = dict(path), where or "state"
         else:
             where = str(path)
             try:

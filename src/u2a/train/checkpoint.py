@@ -19,7 +19,6 @@ reported as a :class:`~u2a.errors.ModelError` naming it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import re
@@ -33,7 +32,7 @@ import torch
 from safetensors.torch import load_file
 
 from u2a.errors import ModelError
-from u2a.io import atomic_dir, atomic_write_json, atomic_write_safetensors, is_complete_dir, remove_dir
+from u2a.io import atomic_dir, atomic_write_json, atomic_write_safetensors, is_complete_dir, remove_dir, sha256_file
 
 FORMAT = 1
 CKPT_DIR = "checkpoints"
@@ -115,14 +114,6 @@ def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
 
 # ---- writing -------------------------------------------------------------------------------
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def checkpoint_name(kind: str, number: int) -> str:
     return f"epoch-{number:04d}" if kind == "epoch" else f"step-{number:06d}"
 
@@ -151,7 +142,7 @@ def save_checkpoint(
         rng_t = {f"rank{r}.{k}": v.cpu().contiguous() for r, s in enumerate(rng_states) for k, v in s["tensors"].items()}
         atomic_write_safetensors(tmp / "rng.safetensors", rng_t)
         atomic_write_json(tmp / "rng.json", [{k: v for k, v in s.items() if k != "tensors"} for s in rng_states])
-        files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir()) if p.is_file()}
+        files = {p.name: {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(tmp.iterdir()) if p.is_file()}
         atomic_write_json(tmp / "state.json", {"format": FORMAT, **state, "num_rng_states": len(rng_states), "files": files})
     return folder
 
@@ -199,7 +190,7 @@ def verify_checkpoint(folder: str | Path) -> dict[str, Any]:
         size = p.stat().st_size
         if size != info["size"]:
             raise ModelError(f"checkpoint file {p} is corrupt or truncated: {size} bytes, expected {info['size']}")
-        if _sha256(p) != info["sha256"]:
+        if sha256_file(p) != info["sha256"]:
             raise ModelError(f"checkpoint file {p} is corrupt: its SHA-256 does not match state.json")
     return state
 

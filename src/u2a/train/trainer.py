@@ -364,7 +364,8 @@ class Trainer:
                 f"{st.get('num_processes')} processes; this run has {self.batches_per_epoch} batches per epoch "
                 f"and {self.accelerator.num_processes} processes (keep batch size, data and process count)"
             )
-        self.unwrapped.load_trainable(path / "trainable.safetensors")
+        # the tensors the checkpoint's hashes were verified on, not a second read of the file
+        self.unwrapped.load_trainable(ck.trainable, where=str(path / "trainable.safetensors"))
         try:
             self.optimizer.load_state_dict(ck.optimizer_state)
             sched = dict(ck.scheduler_state)

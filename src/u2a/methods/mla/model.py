@@ -249,7 +249,3 @@ class MLAModel(MethodModel):
         if g is None:
             return
         g.copy_((g.double() @ self.projector.double().to(g.device)).to(g.dtype))
-
-    def reset_projector(self) -> None:
-        with torch.no_grad():
-            self.projector.copy_(torch.eye(self.dim, dtype=self.projector.dtype, device=self.projector.device))

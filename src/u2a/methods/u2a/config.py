@@ -1,6 +1,6 @@
 """The U2A method's config (``model.u2a`` in a run config).
 
-How a missing modality's slot is filled is chosen by ``estimator`` (a preset) and five switches
+How a missing modality's slot is filled is chosen by ``estimator`` (a preset) and eight switches
 that override the preset one by one, so that an ablation can turn each component on or off:
 
 ``output``
@@ -43,6 +43,11 @@ that override the preset one by one, so that an ablation can turn each component
     paper does. A model without mask tokens applies it to its CLS tokens (the ``u2a_no_mt``
     variant of ``u2a experiment`` pins it to 0: on validation a token learning rate lowered the
     ablation).
+``source_align_weight``
+    weight of the paper's eq. 6 on the *raw* MT outputs (against CLS(t)), kept next to an estimate
+    map's own alignment loss: the paper's cross-modal training signal for the encoders, while the
+    slot itself is filled by the map. With ``output: source`` eq. 6 is the alignment loss itself
+    and this weight has no effect.
 
 ``estimator: paper`` is the paper's exact method (eq. 4 and eq. 6). ``estimator: task_probe`` is
 u2a's default, chosen on validation together with ``modality_dropout.cases: all`` (every dropout
@@ -81,10 +86,10 @@ ESTIMATOR_PRESETS: dict[str, EstimatorSettings] = {
     # the paper's eq. 4 and eq. 6 exactly
     "paper": EstimatorSettings(output="source", stop_grad_target=False, normalize_align=False,
                                one_way_attention=False, token_lr=0.0),
-    # u2a's default (chosen on validation, docs/estimators.md): the mask tokens stay in the
-    # sequence and keep the paper's alignment (which trains the encoders across modalities), and a
-    # missing slot is filled by a regression probe on the mask token's output, anchored at the
-    # target's running mean, trained by its own alignment loss only
+    # the default before the every-case training (docs/estimators.md): the mask tokens stay in
+    # the sequence and keep the paper's alignment (which trains the encoders across modalities),
+    # and a missing slot is filled by a regression probe on the mask token's output, anchored at
+    # the target's running mean, trained by its own alignment loss only
     "probe": EstimatorSettings(output="linear", stop_grad_target=True, normalize_align=True,
                                one_way_attention=False, token_lr=0.0, detach_estimate=True,
                                align_encoder=False, source_align=0.2),

@@ -27,16 +27,11 @@ from typing import Any, Callable, Mapping
 import torch
 
 from u2a.errors import ConfigError
-from u2a.losses import task_loss
+from u2a.losses import summed_task_loss
 from u2a.methods import register_method
 from u2a.methods.base import Method, StepContext
 from u2a.methods.u2a.dropout import sample_modality_dropout
 from u2a.methods.ume_mma.model import UMEMMAModel
-
-
-def summed_task_loss(logits: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Tensor:
-    """The task loss summed over the rows."""
-    return task_loss(logits, labels, task) * int(logits.shape[0])
 
 
 @register_method
