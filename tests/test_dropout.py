@@ -80,3 +80,24 @@ def test_install_replaces_encoder_dropout():
     model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.1), nn.Dropout(0.0))
     assert install_fast_dropout(model) == 1
     assert isinstance(model[1], FastDropout) and type(model[2]) is nn.Dropout
+
+
+def test_a_shared_group_keeps_no_activation_alive():
+    """The group remembers the tensor it drew a mask for by a weak reference: once the step's
+    activation is gone, it is freed (and its autograd graph with it), not kept until the next step."""
+    import gc
+    import weakref
+
+    from u2a.model.dropout import FastDropout, SharedMask
+
+    group = SharedMask()
+    a, b = FastDropout(0.1, group), FastDropout(0.1, group)
+    x = torch.randn(4, 8, requires_grad=True) * 2  # an activation with a graph
+    ya, yb = a(x), b(x)
+    assert torch.equal(ya != 0, yb != 0)  # the second module reused the first one's mask
+    ref = weakref.ref(x)
+    del x, ya, yb
+    gc.collect()
+    assert ref() is None
+    z = torch.randn(4, 8)
+    assert not group.holds(z)

@@ -24,6 +24,8 @@ expression does). Outside training mode, or with p = 0, the input is returned as
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import torch
 from torch import nn
@@ -55,11 +57,19 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, value: float = 1.0,
 
 
 class SharedMask:
-    """What a group of dropout modules that read the same tensor shares: that tensor and its mask."""
+    """What a group of dropout modules that read the same tensor shares: that tensor (a weak
+    reference: the group never keeps an activation or its autograd graph alive after the step)
+    and its mask."""
 
     def __init__(self) -> None:
-        self.x: torch.Tensor | None = None
+        self.x: weakref.ref | None = None
         self.mask: torch.Tensor | None = None
+
+    def holds(self, x: torch.Tensor) -> bool:
+        return self.x is not None and self.x() is x and self.mask is not None
+
+    def keep(self, x: torch.Tensor, mask: torch.Tensor) -> None:
+        self.x, self.mask = weakref.ref(x), mask
 
 
 class FastDropout(nn.Module):
@@ -78,13 +88,13 @@ class FastDropout(nn.Module):
             return x
         fp32 = x.dtype == torch.float32
         group = self._shared
-        if group is not None and group.x is x and group.mask is not None:
+        if group is not None and group.holds(x):
             mask = group.mask
         else:
             value = 1.0 / (1.0 - self.p) if fp32 else 1.0
             mask = keep_mask(x.shape, self.p, value, x.device, x.dtype)
             if group is not None:
-                group.x, group.mask = x, mask
+                group.keep(x, mask)
         if fp32:
             return x * mask
         # scale in x's precision first, as torch.where(keep, x * scale, 0) rounds
