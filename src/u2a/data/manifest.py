@@ -131,7 +131,8 @@ class Manifest:
             raise DataError(f"{sample.source}:{sample.line}: unknown label {e.args[0]!r}") from None
 
     def resolve(self, sample: Sample, modality: str) -> Path | str | None:
-        """The value of a modality: the text for text modalities, an absolute path otherwise."""
+        """The value of a modality: the text for text modalities, otherwise its path - as written
+        if absolute, else joined to the folder of the manifest (as the manifest's path was given)."""
         value = sample.fields.get(modality)
         if value is None or self.modalities.get(modality) == "text":
             return value
