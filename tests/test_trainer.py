@@ -182,7 +182,8 @@ def test_cli_train_resume_and_predict(tmp_path, capsys):
     data = S.write_text_manifests(tmp_path / "data")
     cfg = {"name": "cli", "output_dir": str(tmp_path / "runs"), "model": S.model_section(enc),
            "data": {"manifest": str(data)},
-           "train": {"epochs": 2, "batch_size": 8, "lr": 5e-2, "tensorboard": False, "progress": False}}
+           "train": {"epochs": 2, "batch_size": 8, "lr": 5e-2, "warmup_epochs": 0.5, "tensorboard": False,
+                     "progress": False}}
     cfg["model"]["modalities"][0]["max_length"] = 8
     cfg["model"]["modalities"][1]["max_length"] = 8
     path = tmp_path / "cli.yaml"
