@@ -97,3 +97,17 @@ def test_a_checkpoint_that_cannot_be_written_is_one_line_naming_the_file(tmp_pat
     assert "Traceback" not in full
     assert not list((run / "checkpoints").iterdir()), "no partial checkpoint is left"
     assert not (run / "train.lock").exists()
+
+
+@pytest.mark.parametrize("argv", [["predict", "RUN", "--text", "x", "--batch-size", "0"],
+                                  ["predict", "RUN", "--text", "x", "--top-k", "-1"],
+                                  ["evaluate", "RUN", "--batch-size", "-3"],
+                                  ["experiment", "CFG", "--batch-size", "0"],
+                                  ["bench", "--batch-size", "abc"]])
+def test_counts_below_one_are_a_usage_error_naming_the_option(argv, capsys):
+    """--batch-size -1 used to predict nothing and report success; 0 gave a traceback."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "must be an integer >= 1" in err and argv[-2] in err and "Traceback" not in err

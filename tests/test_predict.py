@@ -47,6 +47,27 @@ def test_unlabelled_manifest_is_predicted_line_by_line(run, tmp_path, capsys):
     assert '"accuracy"' in capsys.readouterr().err
 
 
+def test_labels_written_as_lists_are_read_in_the_models_format(run, tmp_path, capsys):
+    """A single-label model given a manifest whose labels are one-name lists predicts and scores
+    them (it used to stop with a traceback and write nothing); a line naming two classes is
+    skipped with the reason."""
+    run_dir, data = run
+    rows = _lines(data / "test.jsonl")
+    listed = tmp_path / "listed.jsonl"
+    rows2 = [dict(r, label=[r["label"]]) for r in rows]
+    rows2[1]["label"] = ["red", "green"]
+    listed.write_text("".join(json.dumps(r) + "\n" for r in rows2))
+    out, ref = tmp_path / "preds.jsonl", tmp_path / "ref.jsonl"
+    assert main(["predict", str(run_dir), "--manifest", str(data / "test.jsonl"), "--out", str(ref)]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(run_dir), "--manifest", str(listed), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    preds = _lines(out)
+    assert len(preds) == len(rows) and preds[1]["status"] == "skipped" and "names 2 classes" in preds[1]["reason"]
+    assert [p["pred"] for i, p in enumerate(preds) if i != 1] == [p["pred"] for i, p in enumerate(_lines(ref)) if i != 1]
+    assert '"accuracy"' in err
+
+
 def test_bad_lines_are_skipped_in_place_counted_and_fail_the_exit_code(run, tmp_path, capsys):
     run_dir, data = run
     rows = _lines(data / "test.jsonl")

@@ -8,6 +8,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from u2a.commands import positive_int
+
 
 def default_config() -> str:
     from importlib import resources
@@ -93,7 +95,7 @@ def register(sub, formatter_class) -> None:
     )
     p.add_argument("overrides", nargs="*", default=[], help="dotted key=value overrides of the config")
     p.add_argument("--config", default=None, help="run config YAML (default: the demo recipe, emoji.yaml)")
-    p.add_argument("--batch-size", type=int, default=None, help="samples per step (default: the config's train.batch_size)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="samples per step (default: the config's train.batch_size)")
     p.add_argument("--repeats", type=int, default=5, help="timed rounds per comparison (the median is reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls of each variant first")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")

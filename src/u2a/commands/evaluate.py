@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from u2a.commands import positive_int
+
 
 def run(args: argparse.Namespace) -> int:
     from u2a.pipelines.evaluate import evaluate_run
@@ -41,6 +43,6 @@ def register(sub, formatter_class) -> None:
     p.add_argument("--out", default=None, help="output folder; none: RUN/eval/PROTOCOL")
     p.add_argument("--eta", type=float, default=None,
                    help="missing rate of the missing protocol; none: the run's data.missing.test.ratio, or 0.7 if that is 0")
-    p.add_argument("--batch-size", type=int, default=32, help="evaluation batch size")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="evaluation batch size")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from u2a.commands import positive_int
+
 
 def run(args: argparse.Namespace) -> int:
     from u2a.pipelines.experiment import parse_seeds, run_experiment
@@ -52,7 +54,7 @@ def register(sub, formatter_class) -> None:
     p.add_argument("--eta", type=float, default=None,
                    help="missing rate of the missing protocol; none: data.missing.test.ratio, or 0.7 if that is 0")
     p.add_argument("--overwrite", action="store_true", help="retrain runs whose folders already exist")
-    p.add_argument("--batch-size", type=int, default=32, help="evaluation batch size")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="evaluation batch size")
     p.add_argument("--jobs", default="1", metavar="N|auto",
                    help="train N runs side by side in worker processes, each with threads/N threads (auto: one "
                    "per run up to one per core on a CPU, 1 with a GPU); evaluation follows in this process. "

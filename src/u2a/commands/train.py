@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from u2a.commands import positive_int
 from u2a.errors import ConfigError, DataError, ModelError
 
 
@@ -161,9 +162,22 @@ def _predict_manifest(args: argparse.Namespace, model, classes: list[str]) -> in
         skip(prob.line, prob.sample, f"field '{prob.field}': {prob.message}" if prob.field else prob.message)
     line_of = {s.id: s.line for s in man.samples}
     label_of = {s.id: s.label for s in man.samples}
-    items = [{"id": s.id, "label": man.label_index(s), "where": f"{s.source}:{s.line}",
-              "fields": {m: (str(v) if (v := man.resolve(s, m)) is not None else None) for m in kinds}}
-             for s in man.samples]
+    multilabel_model = config.task == "multilabel"
+    items = []
+    for s in man.samples:
+        # the label in the model's format: a manifest may write single labels as one-name lists,
+        # or a multi-label model's labels as plain names
+        label = man.label_index(s)
+        if label is not None and multilabel_model and not isinstance(label, list):
+            label = [label]
+        elif isinstance(label, list) and not multilabel_model:
+            if len(label) != 1:
+                skip(s.line, s.id, f"label {s.labels} names {len(label)} classes; the model predicts one class "
+                                   "per sample (a single-label model)")
+                continue
+            label = label[0]
+        items.append({"id": s.id, "label": label, "where": f"{s.source}:{s.line}",
+                      "fields": {m: (str(v) if (v := man.resolve(s, m)) is not None else None) for m in kinds}})
     collate = build_collator(config, train=False, skip_bad=True, allow_empty=True)
     k = max(1, min(args.top_k, config.num_classes))
     logits, labels, labelled = [], [], True
@@ -253,10 +267,10 @@ def register(sub, formatter_class) -> None:
     q.add_argument("--video", default=None, help="video file or frame folder for the video modality")
     q.add_argument("--field", action="append", default=None, metavar="NAME=VALUE",
                    help="a modality by name (repeatable), for models with custom modality names")
-    q.add_argument("--top-k", type=int, default=5, help="how many classes to print")
+    q.add_argument("--top-k", type=positive_int, default=5, help="how many classes to print")
     q.add_argument("--manifest", default=None, help="predict every sample of a manifest file instead")
     q.add_argument("--out", default=None, help="with --manifest: write predictions here (JSON Lines)")
-    q.add_argument("--batch-size", type=int, default=16, help="with --manifest: batch size")
+    q.add_argument("--batch-size", type=positive_int, default=16, help="with --manifest: batch size")
     q.add_argument("--allow-skipped", action="store_true",
                    help="with --manifest: exit 0 even when lines were skipped (bad lines and inputs that do not "
                    "load get a \"skipped\" output line with the reason; without this option the exit code is 1)")
