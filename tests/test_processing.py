@@ -227,3 +227,37 @@ def test_a_resumed_run_keeps_the_samples_its_earlier_sessions_skipped(tmp_path):
 def test_an_empty_list_of_items_is_an_empty_batch():
     batch = collator(skip_bad=True)([])
     assert batch["ids"] == [] and batch["inputs"] == {} and batch["skipped"] == []
+
+
+def test_deep_grayscale_images_are_scaled_not_clipped(tmp_path):
+    """16-bit and float images used to come out all white / all black (PIL clips them)."""
+    import numpy as np
+
+    from u2a.data.processing import load_image
+
+    ramp16 = (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)  # 0 .. 65520
+    Image.fromarray(ramp16).save(tmp_path / "g16.png")
+    rampf = (np.arange(64 * 64).reshape(64, 64) / (64 * 64 - 1)).astype(np.float32)  # 0 .. 1
+    Image.fromarray(rampf).save(tmp_path / "f.tiff")
+    for name in ("g16.png", "f.tiff"):
+        a = np.asarray(load_image(tmp_path / name))
+        assert a.shape == (64, 64, 3) and a.min() == 0 and a.max() >= 254, name
+        assert 120 < a.mean() < 135, (name, a.mean())  # a ramp, not a blank image
+    Image.fromarray((rampf * 1000).astype(np.float32)).save(tmp_path / "wide.tiff")
+    with pytest.raises(SampleError, match=r"wide.tiff is a float image with values in \[0, 1000\]"):
+        load_image(tmp_path / "wide.tiff", "s1")
+
+
+def test_images_are_turned_upright_by_their_exif_orientation(tmp_path):
+    import numpy as np
+
+    from u2a.data.processing import load_image
+
+    im = Image.new("RGB", (40, 20), (0, 0, 0))
+    im.paste((255, 255, 255), (0, 0, 10, 20))  # white left edge
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    im.save(tmp_path / "phone.jpg", exif=exif.tobytes(), quality=95)
+    a = np.asarray(load_image(tmp_path / "phone.jpg"))
+    assert a.shape == (40, 20, 3)  # portrait, as displayed
+    assert a[:8].mean() > 200 and a[-8:].mean() < 50  # the white edge is now on top

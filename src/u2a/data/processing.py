@@ -80,7 +80,8 @@ def _pixel_limit() -> None:
 
 
 def load_image(path: str | Path, sample_id: str | None = None):
-    """The image, fully decoded, as RGB (transparent pixels composited onto white).
+    """The image, fully decoded, as RGB (transparent pixels composited onto white; turned upright
+    by its EXIF orientation; 16-bit and float grayscale scaled to 8 bits, :func:`_deep_to_rgb`).
 
     A file that does not decode (truncated JPEG, corrupt PNG data, not an image) and an image
     larger than PIL's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``, about 89
@@ -93,19 +94,60 @@ def load_image(path: str | Path, sample_id: str | None = None):
         with warnings.catch_warnings():
             # PIL warns above its limit and raises above twice the limit: both are refused
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(p) as im:
-                im.load()
+            with Image.open(p) as opened:
+                opened.load()
+                im = _upright(opened)
+                if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+                    return _deep_to_rgb(im, p, sample_id)
                 if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
                     rgba = im.convert("RGBA")
                     bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                     return Image.alpha_composite(bg, rgba).convert("RGB")
                 return im.convert("RGB")
+    except SampleError:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise SampleError(
             f"image {p} refused as a possible decompression bomb: {e} Shrink the image, or if it is "
             f"genuine raise the limit with ${PIXEL_LIMIT_ENV}=N (pixels)", sample_id, file=p) from None
     except Exception as e:  # PIL raises many kinds (OSError, SyntaxError, zlib.error, ValueError, ...)
         raise SampleError(f"unreadable image {p}: {type(e).__name__}: {e}", sample_id, file=p) from e
+
+
+def _upright(im):
+    """The image turned as its EXIF orientation says (phone photos store the sensor's rotation)."""
+    from PIL import ImageOps
+
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception:  # a broken EXIF block: the pixels as stored
+        return im
+
+
+def _deep_to_rgb(im, p: str, sample_id: str | None):
+    """A 16-bit, 32-bit integer or float grayscale image as 8-bit RGB, scaled by its bit depth
+    (PIL's own conversion clips such images to white or black). Integers: 16-bit range (32-bit
+    integer images hold 16-bit data in PNG and TIFF; larger values are refused). Floats: [0, 1] or
+    [0, 255]; any other range is refused, since its scale cannot be told."""
+    from PIL import Image
+
+    a = np.asarray(im, dtype=np.float64)
+    if a.size and not np.isfinite(a).all():
+        raise SampleError(f"image {p} ({im.mode}) holds NaN or infinite values", sample_id, file=p)
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if im.mode == "F":
+        if lo >= 0 and hi <= 1:
+            a = a * 255.0
+        elif not (lo >= 0 and hi <= 255):
+            raise SampleError(f"image {p} is a float image with values in [{lo:g}, {hi:g}]: u2a reads float images "
+                              "in [0, 1] or [0, 255]; save it as an 8- or 16-bit image", sample_id, file=p)
+    else:
+        if lo < 0 or hi > 65535:
+            raise SampleError(f"image {p} is a {im.mode} integer image with values in [{lo:g}, {hi:g}], outside "
+                              "the 16-bit range; save it as an 8- or 16-bit image", sample_id, file=p)
+        a = a / 257.0
+    gray = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+    return Image.fromarray(gray).convert("RGB")
 
 
 def read_audio(path: str | Path, sample_id: str | None = None) -> tuple[np.ndarray, int]:
