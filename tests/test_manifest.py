@@ -394,6 +394,16 @@ def test_read_classes(tmp_path):
         read_classes("a,a")
     with pytest.raises(DataError, match="not found"):
         read_classes(str(tmp_path / "missing.json"))
+    # a missing file of another suffix is not a one-class list named after the file
+    with pytest.raises(DataError, match="mycls.lst: class list file not found"):
+        read_classes("mycls.lst")
+    # a broken JSON list is an error naming the file, not one class name per line
+    (tmp_path / "classes.json").write_text('["Flags", "Food & Drink", ')
+    with pytest.raises(DataError, match=r"classes.json: not valid JSON \(line 1"):
+        read_classes(tmp_path / "classes.json")
+    (tmp_path / "list.txt").write_text('["x", "y"')
+    with pytest.raises(DataError, match="not valid JSON"):
+        read_classes(tmp_path / "list.txt")
 
 
 def test_numeric_label_spellings_are_refused_in_training_too(tmp_path):

@@ -490,18 +490,25 @@ def read_classes(spec: str | os.PathLike) -> list[str]:
         text = p.read_text(encoding="utf-8-sig")
         try:
             obj = json.loads(text)
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as e:
+            if p.suffix.lower() == ".json" or text.lstrip()[:1] in ("[", "{"):
+                # a broken JSON list must not be read as one class name per line
+                raise DataError(f"{p}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); a class "
+                                "list is a JSON list of names, or a text file with one name per line") from None
             obj = None
         if isinstance(obj, dict) and isinstance(obj.get("classes"), list):
             obj = obj["classes"]
         if isinstance(obj, list):
             names = [str(x).strip() for x in obj]
+        elif obj is not None and p.suffix.lower() == ".json":
+            raise DataError(f"{p}: a JSON class list must be a list of names (or {{\"classes\": [...]}}), "
+                            f"got {type(obj).__name__}")
         else:
             names = [ln.strip() for ln in text.splitlines()]
-    elif isinstance(spec, str) and p.suffix.lower() not in (".json", ".txt"):
+    elif isinstance(spec, str) and "," in spec:
         names = [x.strip() for x in spec.split(",")]
     else:
-        raise DataError(f"{spec}: class list file not found")
+        raise DataError(f"{spec}: class list file not found (a list of names is given comma-separated: a,b,c)")
     names = [n for n in names if n]
     if not names:
         raise DataError(f"{spec}: empty class list")
