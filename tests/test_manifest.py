@@ -432,3 +432,11 @@ def test_csv_broken_quotes_are_reported_not_swallowed(tmp_path):
     m = load_manifest(p, skip_bad=True)
     assert [s.id for s in m.samples] == ["2"] and m.samples[0].fields["text"] == 'say "hi" once'
     assert m.skipped[0][0] == 2 and "broken CSV quoting" in m.skipped[0][1]
+
+
+def test_a_manifest_path_that_does_not_exist_is_not_found(tmp_path):
+    """A missing folder used to be 'unknown manifest format ""'."""
+    from u2a.data.manifest import load_splits
+
+    with pytest.raises(DataError, match="no_such_folder: manifest not found"):
+        load_splits(tmp_path / "no_such_folder", {"text": "text"})

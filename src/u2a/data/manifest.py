@@ -170,6 +170,9 @@ def _read_records(path: Path, require_labels: bool = True) -> tuple[list[_Record
     if path.is_dir():
         raise DataError(f"{path}: is a folder; read a folder of train/val/test manifests with load_splits")
     suffix = path.suffix.lower()
+    if not path.exists():
+        raise DataError(f"{path}: manifest not found" + ("" if suffix in MANIFEST_SUFFIXES else
+                        " (a manifest is a .jsonl or .csv file, or a folder of train/val/test manifests)"))
     if suffix not in MANIFEST_SUFFIXES:
         raise DataError(f"{path}: unknown manifest format {suffix!r}; use .jsonl or .csv")
     if not path.is_file():
