@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -440,3 +441,22 @@ def test_a_manifest_path_that_does_not_exist_is_not_found(tmp_path):
 
     with pytest.raises(DataError, match="no_such_folder: manifest not found"):
         load_splits(tmp_path / "no_such_folder", {"text": "text"})
+
+
+def test_a_misspelt_modality_field_is_warned_about(tmp_path):
+    """'Image' or 'imgae' used to make the image modality silently absent from every sample."""
+    from u2a.errors import U2AWarning
+
+    (tmp_path / "a.png").write_bytes(b"")
+    f = tmp_path / "m.jsonl"
+    f.write_text('{"id": "1", "label": "x", "Image": "a.png", "text": "t"}\n'
+                 '{"id": "2", "label": "y", "Image": "a.png", "text": "u"}\n')
+    with pytest.warns(U2AWarning, match=r"field 'Image' is not a modality field .* did you mean 'image'\?"):
+        m = load_manifest(f)
+    assert m.modalities == {"text": "text"}
+    with pytest.warns(U2AWarning, match=r"no line has the field 'image': .* other fields: 'Image'; did you mean 'Image'"):
+        load_manifest(f, modalities={"image": "image", "text": "text"})
+    f.write_text('{"id": "1", "label": "x", "notes": "n", "text": "t"}\n')
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # text-only data with a notes field: nothing to say
+        load_manifest(f)

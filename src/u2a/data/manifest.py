@@ -272,11 +272,44 @@ def _modalities(path: Path, modalities: Mapping[str, str] | None, keys: Iterable
     """The modalities given, else those named by the field names. None found in a file whose
     lines are all broken is no error of its own: the broken lines are the problems to report."""
     if modalities is not None:
-        return _check_modalities(modalities, path)
-    found = infer_modalities(keys)
-    if not found and problems:
-        return {}
-    return _check_modalities(found, path)
+        out = _check_modalities(modalities, path)
+    else:
+        found = infer_modalities(keys)
+        if not found and problems:
+            return {}
+        out = _check_modalities(found, path)
+    _warn_absent_modalities(path, out, keys, explicit=modalities is not None)
+    return out
+
+
+def _warn_absent_modalities(path: Path, modalities: Mapping[str, str], keys: Iterable[str], explicit: bool) -> None:
+    """A modality that no line of the file has at all is most often a misspelt field ('Image',
+    'img'): say so, naming the fields the file has instead. Explicit modalities are checked by
+    name; inferred ones by the kinds (image, text, audio, video) that a field nearly names."""
+    import difflib
+    import warnings
+
+    from u2a.errors import U2AWarning
+
+    keys = set(keys)
+    others = sorted(keys - set(modalities) - set(RESERVED))
+    wanted = list(modalities) if explicit else [k for k in KINDS if k not in modalities]
+    for name in wanted:
+        if name in keys:
+            continue
+        lower = {o.lower(): o for o in others}
+        close = difflib.get_close_matches(name.lower(), list(lower), n=3, cutoff=0.6)
+        if not explicit and not close:
+            continue  # data without that kind of modality
+        if explicit:
+            hint = f"; did you mean {', '.join(repr(lower[c]) for c in close)}?" if close else ""
+            msg = (f"no line has the field {name!r}: modality {name!r} is missing from every sample; the file's "
+                   f"other fields: {', '.join(map(repr, others)) or 'none'}{hint}")
+        else:
+            msg = (f"field {', '.join(repr(lower[c]) for c in close)} is not a modality field and is ignored "
+                   f"(modality fields are named {', '.join(KINDS)}, or named with --modalities / modalities=); "
+                   f"did you mean {name!r}?")
+        warnings.warn(f"{path}: {msg}", U2AWarning, stacklevel=3)
 
 
 def _check_modalities(modalities: Mapping[str, str], path: Path) -> dict[str, str]:
