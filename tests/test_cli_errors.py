@@ -111,3 +111,23 @@ def test_counts_below_one_are_a_usage_error_naming_the_option(argv, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "must be an integer >= 1" in err and argv[-2] in err and "Traceback" not in err
+
+
+def test_atomic_dir_replaces_a_file_or_a_folder_and_leaves_nothing_aside(tmp_path):
+    """Replacing a plain file at the target used to fail after the build ('Is a directory') and
+    leave an empty hidden .old folder."""
+    from u2a.io import atomic_dir
+
+    for before in ("file", "folder"):
+        target = tmp_path / before / "out"
+        target.parent.mkdir()
+        if before == "file":
+            target.write_text("a file")
+        else:
+            target.mkdir()
+            (target / "old.txt").write_text("old")
+        with atomic_dir(target) as tmp:
+            (tmp / "new.txt").write_text("new")
+        assert target.is_dir() and (target / "new.txt").read_text() == "new"
+        assert not (target / "old.txt").exists()
+        assert sorted(p.name for p in target.parent.iterdir()) == ["out"]

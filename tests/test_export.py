@@ -256,3 +256,11 @@ def test_a_failed_export_leaves_nothing_behind(tmp_path, monkeypatch):
     with pytest.raises(ModelError, match="simulated"):
         export_model(build(), tmp_path / "exp")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_into_a_file_is_refused_before_any_work(tmp_path):
+    """--out naming a file used to export everything, then fail at the final rename."""
+    (tmp_path / "afile").write_text("keep me")
+    with pytest.raises(ModelError, match="afile is a file, not a folder"):
+        export_model(build(estimator="anchored"), tmp_path / "afile", overwrite=True)
+    assert (tmp_path / "afile").read_text() == "keep me"

@@ -78,12 +78,17 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
         with oserror_names(tmp / COMPLETE_MARKER):
             (tmp / COMPLETE_MARKER).write_text("ok\n")
         old = None
-        if final.exists():
+        if final.exists() or final.is_symlink():
+            # a fresh name (reserved by mkdtemp, then freed) that a folder or a file can be renamed to
             old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+            old.rmdir()
             os.replace(final, old)
         os.replace(tmp, final)
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

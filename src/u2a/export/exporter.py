@@ -203,7 +203,9 @@ def export_model(source, out: str | Path, log: Callable[[str], None] | None = No
         # a copy: merging and unmerging LoRA in place would round the caller's frozen weights
         model, src = copy_model(source), "(in-memory model)"
     check_exportable(model)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+    if out.exists() and not out.is_dir():
+        raise ModelError(f"{out} is a file, not a folder: give --out the folder to export into")
+    if out.exists() and any(out.iterdir()) and not overwrite:
         raise ModelError(f"{out} exists and is not empty (use --overwrite)")
     model = model.float().eval()
     set_attention(model, "eager")
