@@ -261,3 +261,23 @@ def test_images_are_turned_upright_by_their_exif_orientation(tmp_path):
     a = np.asarray(load_image(tmp_path / "phone.jpg"))
     assert a.shape == (40, 20, 3)  # portrait, as displayed
     assert a[:8].mean() > 200 and a[-8:].mean() < 50  # the white edge is now on top
+
+
+def test_whisper_features_of_very_short_and_very_long_clips():
+    """A batch of clips shorter than one STFT window used to fail (or not, by batch); a clip over
+    30 s used to stop training at the encoder, naming no file. Now: at least one window, at most
+    the encoder's 30 s (or max_length frames)."""
+    import numpy as np
+    from transformers import WhisperFeatureExtractor
+
+    from u2a.data.processing import AudioProcessor
+
+    proc = AudioProcessor(WhisperFeatureExtractor(), None)
+    tiny = proc([np.zeros(1, np.float32)])["input_features"]
+    assert tiny.shape[:2] == (1, 80) and tiny.shape[2] >= 2
+    long = proc([np.random.default_rng(0).standard_normal(16000 * 40).astype(np.float32)])["input_features"]
+    assert long.shape == (1, 80, 3000)
+    cut = AudioProcessor(WhisperFeatureExtractor(), 500)([np.zeros(16000 * 40, np.float32)])["input_features"]
+    assert cut.shape == (1, 80, 500)
+    two = proc([np.zeros(16000, np.float32), np.zeros(800, np.float32)])["input_features"]
+    assert two.shape == (2, 80, 100)  # the batch's longest clip (1 s), as before

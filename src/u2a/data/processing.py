@@ -297,7 +297,8 @@ def sample_frame_indices(n: int, k: int, train: bool, rng: random.Random | None 
 
 class AudioProcessor:
     """The encoder's own feature extractor (AST: 128-bin log-mel fbank, ``max_length`` frames;
-    Whisper: 80-bin log-mel) on 16 kHz mono audio."""
+    Whisper: 80-bin log-mel, as long as the batch's longest clip, cut at ``max_length`` frames or
+    the encoder's 30 s window) on 16 kHz mono audio."""
 
     kind = "audio"
 
@@ -315,12 +316,18 @@ class AudioProcessor:
     def __call__(self, loaded: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
         name = type(self.extractor).__name__
         if name.startswith("Whisper"):
-            # short clips: pad to the longest clip of the batch, not to 30 s
+            # short clips: pad to the longest clip of the batch, not to 30 s; at least one STFT
+            # window (a batch of clips shorter than it cannot be framed); longer clips are cut to
+            # max_length frames, by default the encoder's window (30 s: nb_max_frames), as
+            # Whisper itself cuts them
             longest = max(len(w) for w in loaded)
             hop = int(getattr(self.extractor, "hop_length", 160))
-            n = longest + (-longest) % hop
-            if self.max_length is not None:
-                n = min(n, self.max_length * hop)
+            n_fft = int(getattr(self.extractor, "n_fft", 400))
+            n = max(longest, n_fft + 1)
+            n = n + (-n) % hop
+            frames = self.max_length or getattr(self.extractor, "nb_max_frames", None)
+            if frames:
+                n = min(n, int(frames) * hop)
             feats = self.extractor(
                 list(loaded), sampling_rate=self.sampling_rate, return_tensors="pt",
                 padding="max_length", max_length=n, truncation=True,
