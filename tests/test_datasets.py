@@ -97,3 +97,20 @@ def test_unknown_modality_field_is_named(tmp_path):
     man = load_manifest(root / "test.jsonl")
     with pytest.raises(Exception, match="audio"):
         ManifestDataset(man, ["image", "audio"])
+
+
+def test_a_class_without_training_samples_is_warned_about_with_where_it_is_used(tmp_path):
+    """A misspelt label in val ('Flagz') used to become a class of its own, silently."""
+    import json
+
+    from u2a.data.datasets import _warn_classes_without_training_samples
+    from u2a.data.manifest import load_splits
+    from u2a.errors import U2AWarning
+
+    rows = {"train": [("t1", "Flags"), ("t2", "Food")], "val": [("v1", "Flagz"), ("v2", "Food")]}
+    for split, items in rows.items():
+        (tmp_path / f"{split}.jsonl").write_text("".join(
+            json.dumps({"id": i, "label": lab, "text": f"text {i}"}) + "\n" for i, lab in items))
+    splits = load_splits(tmp_path, {"text": "text"})
+    with pytest.warns(U2AWarning, match=r"1 of 3 classes have no training sample .*'Flagz'; used at .*val.jsonl:1"):
+        _warn_classes_without_training_samples(splits)

@@ -76,6 +76,32 @@ def resolve_manifest_path(data_cfg: Any) -> Path:
     raise ConfigError("data: set data.manifest (a manifest file or folder) or data.dataset")
 
 
+def _warn_classes_without_training_samples(splits: Mapping[str, Any]) -> None:
+    """A class that no training sample has cannot be learned; most often it is a misspelt label
+    in val or test (or a class list that names more than the data has): say which, and where."""
+    import warnings
+
+    from u2a.errors import U2AWarning
+
+    train = splits.get("train")
+    if train is None:
+        return
+    seen = {c for smp in train.samples for c in smp.labels}
+    unseen = [c for c in train.classes if c not in seen]
+    if not unseen:
+        return
+    where = []
+    for name, man in splits.items():
+        for smp in man.samples:
+            hits = [c for c in smp.labels if c in unseen]
+            if hits and len(where) < 5:
+                where.append(f"{smp.source}:{smp.line} ({', '.join(map(repr, hits))})")
+    warnings.warn(f"{len(unseen)} of {len(train.classes)} classes have no training sample and cannot be learned: "
+                  f"{', '.join(map(repr, unseen[:10]))}{' ...' if len(unseen) > 10 else ''}"
+                  + (f"; used at {'; '.join(where)}" if where else " (named only by the class list)"),
+                  U2AWarning, stacklevel=3)
+
+
 def build_datasets(cfg: Any, run_dir: str | Path | None = None, write_tables: bool = True) -> dict[str, ManifestDataset]:
     """The train/val/test datasets of a run config, with its missing-modality tables.
 
@@ -88,9 +114,11 @@ def build_datasets(cfg: Any, run_dir: str | Path | None = None, write_tables: bo
         path, modalities=kinds, classes=model_cfg.classes, skip_bad=bool(getattr(data_cfg, "skip_bad", False))
     )
     first = next(iter(splits.values()))
+    _warn_classes_without_training_samples(splits)
     if len(first.classes) != model_cfg.num_classes:
+        shown = ", ".join(map(repr, first.classes[:12])) + (" ..." if len(first.classes) > 12 else "")
         raise ConfigError(
-            f"model.num_classes: is {model_cfg.num_classes}, but {path} has {len(first.classes)} classes"
+            f"model.num_classes: is {model_cfg.num_classes}, but {path} has {len(first.classes)} classes ({shown})"
         )
     if model_cfg.classes is None:
         model_cfg.classes = list(first.classes)
