@@ -460,3 +460,21 @@ def test_a_misspelt_modality_field_is_warned_about(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # text-only data with a notes field: nothing to say
         load_manifest(f)
+
+
+def test_one_line_in_another_encoding_is_one_bad_line(tmp_path):
+    """A Latin-1 line used to make the whole file 'not UTF-8 text' (by byte offset); a U+2028
+    inside a JSON string used to split a line in two."""
+    rows = [json.dumps({"id": f"q{i}", "label": "a", "text": f"text {i}"}).encode() for i in range(6)]
+    rows[2] = json.dumps({"id": "q2", "label": "a", "text": "caf\u00e9"}, ensure_ascii=False).encode("latin-1")
+    rows[4] = json.dumps({"id": "q4", "label": "a", "text": "one\u2028line"}, ensure_ascii=False).encode("utf-8")
+    f = tmp_path / "m.jsonl"
+    f.write_bytes(b"\r\n".join(rows) + b"\r\n")
+    m = load_manifest(f, skip_bad=True)
+    assert [s.id for s in m.samples] == ["q0", "q1", "q3", "q4", "q5"]
+    assert m.samples[3].fields["text"] == "one\u2028line"
+    assert [(p.line, p.message[:16]) for p in m.problems] == [(3, "not UTF-8 text: ")]
+    f.write_bytes("\n".join(json.dumps({"id": str(i), "label": "a", "text": "caf\u00e9"}, ensure_ascii=False)
+                            for i in range(4)).encode("latin-1"))
+    with pytest.raises(DataError, match=r"not UTF-8 text \(4 of 4 lines; first at line 1\)"):
+        load_manifest(f)

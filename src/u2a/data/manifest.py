@@ -177,16 +177,40 @@ def _read_records(path: Path, require_labels: bool = True) -> tuple[list[_Record
         raise DataError(f"{path}: unknown manifest format {suffix!r}; use .jsonl or .csv")
     if not path.is_file():
         raise DataError(f"{path}: manifest not found")
+    if suffix == ".csv":
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not UTF-8 text ({e})") from None
+        except OSError as e:
+            raise DataError(f"{path}: cannot read ({e.strerror})") from None
+        return _read_csv(path, text, require_labels)
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e})") from None
+        data = path.read_bytes()
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror})") from None
-    if suffix == ".csv":
-        return _read_csv(path, text, require_labels)
-    records, problems = [], []
-    for n, raw in enumerate(text.splitlines(), start=1):
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DataError(f"{path}: not UTF-8 text (a UTF-16 file); save it as UTF-8")
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    # JSON Lines are separated by \n alone: a JSON string may hold U+2028 or \r, which
+    # str.splitlines would take for line breaks. Each line is decoded on its own, so that one
+    # line in another encoding is one bad line (named), not the whole file refused.
+    lines: list[tuple[int, str]] = []
+    problems = []
+    for n, chunk in enumerate(data.split(b"\n"), start=1):
+        chunk = chunk.removesuffix(b"\r")
+        try:
+            lines.append((n, chunk.decode("utf-8")))
+        except UnicodeDecodeError as e:
+            problems.append(Problem(path, n, None, f"not UTF-8 text: byte 0x{chunk[e.start]:02x} at column "
+                                                   f"{e.start + 1} (a line in another encoding, e.g. Latin-1?)"))
+    nonblank = sum(1 for _, raw in lines if raw.strip()) + len(problems)
+    if problems and len(problems) * 2 > nonblank:
+        raise DataError(f"{path}: not UTF-8 text ({len(problems)} of {nonblank} lines; first at line "
+                        f"{problems[0].line}); save it as UTF-8")
+    records = []
+    for n, raw in lines:
         if not raw.strip():
             continue
         try:
