@@ -154,3 +154,13 @@ def test_the_loader_needs_labels_unless_told_otherwise(tmp_path):
     m = load_manifest(f, require_labels=False)
     assert [s.label for s in m.samples] == [None, "cat"] and m.classes == ["cat"]
     assert m.label_index(m.samples[0]) is None and m.label_index(m.samples[1]) == 0
+
+
+def test_inputs_given_two_ways_are_refused_not_one_silently_dropped(run, capsys):
+    run_dir, data = run
+    for argv, says in ((["--manifest", str(data / "test.jsonl"), "--text", "w1 w2"], "--text would be ignored"),
+                       (["--field", "a=w1", "--field", "a=w2"], "--field a is given twice")):
+        capsys.readouterr()
+        assert main(["predict", str(run_dir), *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("u2a: error:") and says in err, err

@@ -72,6 +72,8 @@ def _given_fields(args: argparse.Namespace, config) -> dict[str, str]:
         name, value = spec.split("=", 1)
         if name not in config.modality_names:
             raise ConfigError(f"--field {name}: the model's modalities are {config.modality_names}")
+        if name in given:
+            raise ConfigError(f"--field {name} is given twice; give each modality once")
         given[name] = value
     for kind in ("image", "text", "audio", "video"):
         value = getattr(args, kind)
@@ -80,6 +82,8 @@ def _given_fields(args: argparse.Namespace, config) -> dict[str, str]:
         names = [m.name for m in config.modalities if m.name == kind] or [m.name for m in config.modalities if m.kind == kind]
         if len(names) != 1:
             raise ConfigError(f"--{kind}: the model has {len(names)} {kind} modalities {names}; use --field NAME=VALUE")
+        if names[0] in given:
+            raise ConfigError(f"--{kind} and --field {names[0]}=... name the same modality; give it once")
         given[names[0]] = value
     for m in config.modalities:
         if m.name in given and m.kind != "text":
@@ -108,6 +112,11 @@ def run_predict(args: argparse.Namespace) -> int:
     config = model.config
     classes = config.classes or [str(i) for i in range(config.num_classes)]
     if args.manifest:
+        inline = [f"--{k}" for k in ("image", "text", "audio", "video") if getattr(args, k) is not None]
+        inline += ["--field"] if args.field else []
+        if inline:
+            raise ConfigError(f"--manifest predicts the samples of a file; {', '.join(inline)} would be ignored: "
+                              "give one sample's inputs or a manifest, not both")
         return _predict_manifest(args, model, classes)
     collate = build_collator(config, train=False)
     k = max(1, min(args.top_k, config.num_classes))

@@ -528,7 +528,8 @@ def _raise(problems: list[Problem], what: Path) -> None:
     listed = "\n".join(f"  {p}" for p in problems[:MAX_LISTED])
     more = f"\n  ... and {n - MAX_LISTED} more" if n > MAX_LISTED else ""
     raise DataError(f"{what}: {n} problem{'s' if n != 1 else ''} in the manifest "
-                    f"(run `u2a data check {what}` to list them all, or skip bad lines):\n{listed}{more}")
+                    f"(`u2a data check {what}` lists them all; `u2a train --skip-bad` trains without "
+                    f"those lines):\n{listed}{more}")
 
 
 def as_classes(classes: Sequence[str] | str | os.PathLike | None) -> list[str] | None:
