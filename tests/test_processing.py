@@ -281,3 +281,12 @@ def test_whisper_features_of_very_short_and_very_long_clips():
     assert cut.shape == (1, 80, 500)
     two = proc([np.zeros(16000, np.float32), np.zeros(800, np.float32)])["input_features"]
     assert two.shape == (2, 80, 100)  # the batch's longest clip (1 s), as before
+
+
+def test_a_text_of_only_invisible_characters_is_empty():
+    from u2a.data.processing import validate_text
+
+    for text in ("\u200b", "\ufeff", "\u200b \u2060\t"):
+        with pytest.raises(SampleError, match="only invisible characters"):
+            validate_text(text, "s1")
+    assert validate_text("a\u200bb") == "a\u200bb"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import unicodedata
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
@@ -52,6 +53,9 @@ def validate_text(raw: Any, sample_id: str | None = None) -> str:
         raise SampleError(f"expected a text, got {type(raw).__name__}", sample_id)
     if not raw.strip():
         raise SampleError("empty text (a missing text must be null or absent, not empty)", sample_id)
+    if all(unicodedata.category(ch) in ("Cf", "Cc", "Zs", "Zl", "Zp") for ch in raw):
+        raise SampleError("text of only invisible characters (zero-width spaces, byte-order marks, "
+                          "controls): an empty text; a missing text must be null or absent", sample_id)
     try:
         raw.encode("utf-8")
     except UnicodeEncodeError as e:
