@@ -19,13 +19,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main(argv=None) -> int:
-    from step_timing import DemoStep, parse_and_set_up, report, time_interleaved
+    from step_timing import DEMO_MODELS, DemoStep, parse_and_set_up, report, time_interleaved
 
     args = parse_and_set_up(__doc__, argv)
     from u2a.methods.u2a.dropout import every_case
 
     steps = {}
-    for name, over in (("u2a", []), ("ablation", ["model.u2a.mask_tokens=false"])):
+    for name, over in DEMO_MODELS:
         demo = DemoStep(over)
         for mode, kwargs in (("one random case", {"drop": demo.drop_pattern()}),
                              ("every case", {"cases": every_case(demo.present)})):

@@ -65,6 +65,10 @@ def report(script: str, args: argparse.Namespace, batch: int, times: Mapping[str
     return result
 
 
+#: the two models the step scripts compare: U2A and its ablation without mask tokens (overrides)
+DEMO_MODELS = (("u2a", ()), ("ablation", ("model.u2a.mask_tokens=false",)))
+
+
 class DemoStep:
     """The demo recipe's model (``bf16_step.build``, with config ``overrides``) in bf16, its batch
     of ``batch`` samples with both modalities (skip path, eta 0), AdamW on the trainable

@@ -633,10 +633,7 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
 def resume_changes(saved: RunConfig, new: RunConfig) -> list[tuple[str, Any, Any]]:
     """The settings in which ``new`` differs from the ``saved`` config of a run and which a resumed
     run may not change (every key outside :data:`RESUME_MAY_CHANGE`): ``(key, saved, new)``."""
-    from omegaconf import OmegaConf
-
-    a = _flat(OmegaConf.to_container(OmegaConf.structured(saved), resolve=True))
-    b = _flat(OmegaConf.to_container(OmegaConf.structured(new), resolve=True))
+    a, b = _flat(saved.to_dict()), _flat(new.to_dict())
     return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
             if k not in RESUME_MAY_CHANGE and a.get(k) != b.get(k)]
 

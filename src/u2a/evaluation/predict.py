@@ -179,10 +179,10 @@ def predict_scenarios(model: torch.nn.Module, loader, accelerator=None, scenario
         from accelerate.utils import gather_object
 
         skipped = [r for part in gather_object([skipped]) for r in part]
-    seen_skip: set[tuple[str, str]] = set()
-    skipped = [r for r in skipped
-               if not ((str(r["id"]), str(r.get("modality"))) in seen_skip
-                       or seen_skip.add((str(r["id"]), str(r.get("modality")))))]
+    once: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in skipped:  # one record per sample and modality (padding repeats samples)
+        once.setdefault((str(r["id"]), str(r.get("modality"))), r)
+    skipped = list(once.values())
     result = {
         "ids": ids,
         "skipped": skipped,
