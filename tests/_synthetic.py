@@ -5,7 +5,10 @@ training script (used by the resume, distributed and fault-injection tests in su
     python tests/_synthetic.py CONFIG.yaml [--resume] [--n-train 48] [--n-val 7] [--missing 0.3]
 
 Environment: ``U2A_TEST_BATCH_DELAY=S`` makes each batch take S seconds longer (to kill a run at
-a chosen point); ``U2A_TEST_WRITE_DELAY=S`` makes each file and folder rename wait S seconds (only
+a chosen point); ``U2A_TEST_FAIL_IDS=ID,ID`` makes those samples fail to load and
+``U2A_TEST_FAIL_BATCH=RANK:N`` every sample of the N-th training batch (1-based, counted over the
+run) of process RANK (as the Collator with ``skip_bad`` reports them: dropped, listed in
+``batch["skipped"]``); ``U2A_TEST_WRITE_DELAY=S`` makes each file and folder rename wait S seconds (only
 those whose destination contains ``U2A_TEST_WRITE_DELAY_MATCH``, when that is set).
 """
 
@@ -89,7 +92,8 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     delay = float(os.environ.get("U2A_TEST_BATCH_DELAY", "0") or 0)
     if delay:
         time.sleep(delay)
-    present = torch.tensor([[it["fields"][m] is not None for m in MODALITIES] for it in items], dtype=torch.bool)
+    present = torch.tensor([[it["fields"][m] is not None for m in MODALITIES] for it in items],
+                           dtype=torch.bool).reshape(len(items), len(MODALITIES))
     inputs = {}
     for m in MODALITIES:
         rows = [it["fields"][m] for it in items if it["fields"][m] is not None]
@@ -102,6 +106,36 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
         "present": present,
         "labels": torch.tensor([it["label"] for it in items], dtype=torch.long),
     }
+
+
+def failing_collate(items: list[dict[str, Any]], fail_ids=(), fail_batch: tuple[int, int] | None = None,
+                    _count: list[int] = [0]) -> dict[str, Any]:
+    """:func:`collate` with samples that fail to load, dropped and recorded as the Collator with
+    ``skip_bad`` does: ``fail_ids``, and every sample of the ``fail_batch = (rank, n)``-th training
+    batch of process ``rank`` (training batches hold ids starting with "t")."""
+    bad = [it for it in items if it["id"] in fail_ids]
+    if items and str(items[0]["id"]).startswith("t"):
+        _count[0] += 1
+        rank = int(os.environ.get("RANK", "0"))
+        if fail_batch is not None and (rank, _count[0]) == tuple(fail_batch):
+            bad = list(items)
+    batch = collate([it for it in items if it not in bad])
+    batch["skipped"] = [{"id": it["id"], "modality": "a", "file": f"/data/{it['id']}.png",
+                         "reason": "injected" if it["id"] in fail_ids else "injected (whole batch)"} for it in bad]
+    return batch
+
+
+def _env_collate():
+    """The collate of the test scripts: :func:`collate`, or :func:`failing_collate` as the
+    environment asks (``U2A_TEST_FAIL_IDS``, ``U2A_TEST_FAIL_BATCH``)."""
+    ids = tuple(x for x in os.environ.get("U2A_TEST_FAIL_IDS", "").split(",") if x)
+    batch = os.environ.get("U2A_TEST_FAIL_BATCH", "")
+    if not ids and not batch:
+        return collate
+    import functools
+
+    fb = tuple(int(x) for x in batch.split(":")) if batch else None
+    return functools.partial(failing_collate, fail_ids=ids, fail_batch=fb)
 
 
 def build_config(tmp: Path, encoder: Path, overrides: list[str] = (), name: str = "run", lora_dropout: float = 0.0):
@@ -128,8 +162,28 @@ def run_training(cfg, n_train: int = 48, n_val: int = 7, n_test: int = 0, missin
                 "val": SyntheticDataset(n_val, missing=missing, seed=2, prefix="v")}
     if n_test:
         datasets["test"] = SyntheticDataset(n_test, missing=missing, seed=3, prefix="x")
-    trainer = Trainer(cfg, model, datasets, collate, cfg.run_dir)
+    fn = _env_collate()
+    trainer = Trainer(cfg, model, datasets, fn, cfg.run_dir)
+    global LAST_TRAINER
+    LAST_TRAINER = trainer
     return trainer.train(resume=resume)
+
+
+LAST_TRAINER = None  # the Trainer of the last run_training (for --check-replicas)
+
+
+def check_replicas() -> float:
+    """Largest difference between the trainable weights of this process and of process 0 (all
+    processes call it after training); 0.0 when they are identical."""
+    import torch.distributed as dist
+
+    vec = torch.cat([p.detach().float().flatten().cpu() for p in LAST_TRAINER.unwrapped.parameters()
+                     if p.requires_grad])
+    if not (dist.is_available() and dist.is_initialized()):
+        return 0.0
+    parts = [torch.empty_like(vec) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, vec)
+    return max(float((v - parts[0]).abs().max()) for v in parts)
 
 
 class LocalAccelerator:
@@ -218,14 +272,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-train", type=int, default=48)
     p.add_argument("--n-val", type=int, default=7)
     p.add_argument("--missing", type=float, default=0.3)
+    p.add_argument("--check-replicas", action="store_true",
+                   help="after training, print whether every process holds the same trainable weights")
     args = p.parse_args(argv)
     delay = float(os.environ.get("U2A_TEST_WRITE_DELAY", "0") or 0)
     if delay:
         slow_renames(delay, os.environ.get("U2A_TEST_WRITE_DELAY_MATCH", ""))
     cfg = load_run_config(args.config, args.overrides)
     summary = run_training(cfg, args.n_train, args.n_val, missing=args.missing, resume=args.resume)
+    diff = check_replicas() if args.check_replicas else None
     if int(os.environ.get("RANK", "0")) == 0:
         print("SUMMARY " + json.dumps(summary))
+        if diff is not None:
+            print("replicas identical" if diff == 0.0 else f"replicas differ by {diff:.3g}")
     return 0
 
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -142,3 +143,51 @@ def test_two_processes_match_one_for_each_baseline(tmp_path, method):
         if "val" in d:
             assert d["val"]["n"] == d["val"]["n_distinct"] == 7
             assert d["val"]["loss"] == pytest.approx(s["val"]["loss"], abs=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(TORCHRUN is None, reason="torchrun not found")
+def test_two_processes_skip_samples_that_fail_to_load(tmp_path):
+    """data.skip_bad with two processes: a validation sample that fails to load (the processes'
+    last validation batches then differ in size) is left out and counted, every other sample
+    counted once; a training batch in which every sample fails on one process is skipped by both
+    processes together - also when it is the batch that ends a gradient-accumulation group, whose
+    gradients are then averaged over the processes by hand - and the two processes' weights stay
+    identical."""
+    enc = S.make_tiny_bert(tmp_path / "bert", dropout=0.0)
+    cfg = S.build_config(tmp_path / "dist", enc, ["train.epochs=2", "train.batch_size=4", "train.grad_accum=2",
+                                                  "train.lr=1e-2"], name="run")
+    cfg_path = save_run_config(cfg, tmp_path / "dist.yaml")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    # the U2A statistics pass takes 2 batches of training samples before training: batch 6 of
+    # process 1 is its 4th training batch of epoch 1, the last of the second accumulation group
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1",
+               U2A_TEST_FAIL_IDS="t0005,v0006", U2A_TEST_FAIL_BATCH="1:6")
+    res = subprocess.run(
+        [TORCHRUN, "--standalone", "--nproc_per_node", "2", str(SCRIPT), str(cfg_path), "--missing", "0.3",
+         "--check-replicas"],
+        env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
+    assert "replicas identical" in res.stdout
+    summary = load_summary(cfg.run_dir)
+    assert summary["num_processes"] == 2
+    assert summary["skipped_batches"] == 1
+    assert summary["global_steps"] == 6  # 2 epochs x 3 groups of 2 batches: the skipped batch's group steps too
+    records = json.loads((cfg.run_dir / "data.json").read_text())["skipped_samples"]
+    whole = {r["id"] for r in records if r["reason"] == "injected (whole batch)"}
+    assert len(whole) == 4 and all(r["split"] == "train" for r in records if r["id"] in whole)
+    assert {(r["split"], r["id"]) for r in records if r["reason"] == "injected"} == {("train", "t0005"),
+                                                                                     ("val", "v0006")}
+    epochs = [r for r in read_metrics(cfg.run_dir) if r["type"] == "epoch"]
+    assert len(epochs) == 2
+    for r in epochs:
+        assert r["val"]["n"] == r["val"]["n_distinct"] == 6 and r["val"]["skipped"] == 1
+    skipped = [r for r in read_metrics(cfg.run_dir) if r["type"] == "skipped_batch"]
+    assert len(skipped) == 1 and skipped[0]["processes"] == [1] and skipped[0]["epoch"] == 1
+    # every sample that loaded on a process that did train, counted once per epoch
+    assert skipped[0]["not_trained"] == 4  # process 0's batch of that step
+    assert summary["train_samples"] == 2 * 48 - 2 - 4 - 4
+    w = load_file(str(cfg.run_dir / "checkpoints" / "epoch-0002" / "trainable.safetensors"))
+    assert all(torch.isfinite(v).all() for v in w.values())

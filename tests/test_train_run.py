@@ -194,6 +194,38 @@ def test_skip_bad_lists_the_bad_lines_and_without_it_the_first_stops_the_run(tmp
     assert report["skipped"][0]["line"] == 49 and report["skipped"][0]["file"] == str(bad / "train.jsonl")
 
 
+def test_skip_bad_passes_over_a_batch_in_which_every_sample_fails(tmp_path, capsys, monkeypatch):
+    """With --skip-bad, a training or validation batch whose every sample fails to load (here batch
+    size 1 and two samples made to fail) is passed over, counted and listed; it does not stop the
+    run."""
+    from u2a.data.processing import Collator
+    from u2a.errors import SampleError
+
+    cfg = S.write_cli_config(tmp_path, batch_size=1, log_every_steps=1000)
+    load = Collator._load
+
+    def failing(self, it):
+        if it["id"] in ("tr0007", "va0003"):
+            raise SampleError("unreadable input: damaged", str(it["id"]), "/x/file", "a", it.get("where"))
+        return load(self, it)
+
+    monkeypatch.setattr(Collator, "_load", failing)
+    assert main(["train", str(cfg)]) == 2  # without --skip-bad the first failure stops the run
+    assert "sample 'tr0007'" in capsys.readouterr().err
+    assert main(["train", str(cfg), "--skip-bad", "--overwrite"]) == 0
+    run = tmp_path / "runs" / "cli"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["skipped_batches"] == 1 and summary["skipped_samples"] == 2
+    assert summary["train_samples"] == 47 and summary["global_steps"] == 48
+    report = json.loads((run / "data.json").read_text())
+    assert sorted((r["split"], r["id"]) for r in report["skipped_samples"]) == [("train", "tr0007"),
+                                                                                 ("val", "va0003")]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["processes"] for r in records if r["type"] == "skipped_batch"] == [[0]]
+    val = [r["val"] for r in records if r["type"] == "epoch"][0]
+    assert val["n"] == 6 and val["skipped"] == 1
+
+
 def test_runs_of_different_precision_follow_each_other_in_one_process(tmp_path):
     """accelerate keeps one process-wide state: a bf16 run followed by an fp32 one (a notebook, an
     experiment over configs, a test session) must get the precision its own config names."""

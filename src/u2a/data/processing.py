@@ -438,8 +438,9 @@ class Collator:
     (plus ``"where"`` when known) is appended to :attr:`skipped` and to the batch's ``"skipped"``
     list. Read the batch's list when batches are built in DataLoader worker processes, where
     :attr:`skipped` of the copy in the main process stays empty. A batch in which every sample
-    fails raises a DataError listing them all, unless ``allow_empty`` (prediction on new data):
-    then it is an empty batch (no ids) whose ``"skipped"`` lists them."""
+    fails raises a DataError listing them all, unless ``allow_empty`` (prediction on new data,
+    training with ``data.skip_bad``): then it is an empty batch (no ids) whose ``"skipped"`` lists
+    them."""
 
     def __init__(self, config: ModelConfig, processors: Mapping[str, Any], train: bool = False,
                  skip_bad: bool = False, allow_empty: bool = False):

@@ -1,5 +1,6 @@
 """Run a model over a DataLoader and collect logits, labels and modality presence - across
-processes without duplicates (the distributed sampler's padding never reaches the result)."""
+processes without duplicates (the distributed sampler's padding never reaches the result), with
+batches whose samples failed to load (``data.skip_bad``) smaller or empty on any process."""
 
 from __future__ import annotations
 
@@ -16,45 +17,57 @@ def predict(model: torch.nn.Module, loader, accelerator=None) -> dict[str, Any]:
     "present": (N, M)}``
     on CPU; with an ``accelerator`` every process gets the gathered result of all processes.
 
-    Batches follow the batch contract (``ids``, ``inputs``, ``present``, ``labels``). Each sample id
-    appears once: the padding that a distributed sampler adds to even out the last batch is
-    dropped (by ``gather_for_metrics`` and, as a check, by id).
+    Batches follow the batch contract (``ids``, ``inputs``, ``present``, ``labels``); an empty
+    batch (every sample failed to load) is passed over. Each sample id appears once: the padding
+    that a distributed sampler adds to even out the last batch is dropped by id
+    (:func:`gather_batches`).
     """
     was_training = model.training
     model.eval()
-    ids: list[str] = []
-    logits, labels, present = [], [], []
+    chunks: list[dict[str, Any]] = []
     try:
         for batch in loader:
+            if not batch["ids"]:
+                chunks.append({"ids": []})
+                continue
             out = model(batch["inputs"], batch["present"], ids=batch["ids"])
-            lg = out.logits.float()
             lb = batch.get("labels")
-            pr = batch["present"].to(torch.bool)
-            bid = list(batch["ids"])
-            if accelerator is not None:
-                if lb is not None:
-                    lg, lb, pr = accelerator.gather_for_metrics((lg.contiguous(), lb.contiguous(), pr.contiguous()))
-                else:
-                    lg, pr = accelerator.gather_for_metrics((lg.contiguous(), pr.contiguous()))
-                bid = accelerator.gather_for_metrics(bid, use_gather_object=True)
-            ids.extend(str(i) for i in bid)
-            logits.append(lg.cpu())
-            if lb is not None:
-                labels.append(lb.cpu())
-            present.append(pr.cpu())
+            chunks.append({"ids": [str(i) for i in batch["ids"]], "logits": out.logits.float().cpu(),
+                           "labels": lb.cpu() if lb is not None else None,
+                           "present": batch["present"].to(torch.bool).cpu()})
     finally:
         model.train(was_training)
-    if not logits:
+    chunks = [c for c in gather_batches(chunks, accelerator) if c["ids"]]
+    if not chunks:
         return {"ids": [], "logits": torch.empty(0, 0), "labels": torch.empty(0), "present": torch.empty(0, 0)}
+    labelled = all(c["labels"] is not None for c in chunks)
     result = {
-        "ids": ids,
-        "logits": torch.cat(logits),
-        "labels": torch.cat(labels) if len(labels) == len(logits) else None,
-        "present": torch.cat(present),
+        "ids": [i for c in chunks for i in c["ids"]],
+        "logits": torch.cat([c["logits"] for c in chunks]),
+        "labels": torch.cat([c["labels"] for c in chunks]) if labelled else None,
+        "present": torch.cat([c["present"] for c in chunks]),
     }
-    if len(set(ids)) != len(ids):
+    if len(set(result["ids"])) != len(result["ids"]):
         result = _dedup(result)
     return result
+
+
+def gather_batches(chunks: list[Any], accelerator=None) -> list[Any]:
+    """Every process's per-batch results (``chunks``: one entry per batch of its loader, CPU
+    tensors), on every process, in the order one process would have seen them: batch k of process 0,
+    batch k of process 1, ... (how accelerate shards an evaluation loader). One collective for the
+    whole split, so batches of different sizes - samples skipped on one process, an empty batch -
+    need no matching shapes; the sampler's padding (repeats of the first samples, at the end) is
+    for the caller to drop by id. The results of a whole split go through each process's memory."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return list(chunks)
+    from accelerate.utils import gather_object
+
+    per_process = gather_object([list(chunks)])
+    out = []
+    for k in range(max(len(c) for c in per_process)):
+        out.extend(c[k] for c in per_process if k < len(c))
+    return out
 
 
 def _dedup(result: dict[str, Any]) -> dict[str, Any]:
@@ -127,9 +140,7 @@ def predict_scenarios(model: torch.nn.Module, loader, accelerator=None, scenario
     inner = accelerator.unwrap_model(model) if accelerator is not None else model
     was_training = inner.training
     inner.eval()
-    ids: list[str] = []
-    labels, present = [], []
-    logits: dict[str, list[torch.Tensor]] = {k: [] for k in scenarios}
+    chunks: list[dict[str, Any]] = []
     sums: dict[str, torch.Tensor] = {}
     skipped: list[dict[str, Any]] = []
     autocast = accelerator.autocast if accelerator is not None else _null
@@ -141,54 +152,38 @@ def predict_scenarios(model: torch.nn.Module, loader, accelerator=None, scenario
             with autocast():
                 feats = inner.encode(batch["inputs"], batch["present"], ids=batch["ids"])
                 pr = feats.present
-                outs = {k: inner.select(feats, fn(pr)).logits.float() for k, fn in scenarios.items()}
+                outs = {k: inner.select(feats, fn(pr)).logits.float().cpu() for k, fn in scenarios.items()}
             if diagnostics and hasattr(inner, "estimate_sums"):
                 for k, v in inner.estimate_sums(feats).items():
                     sums[k] = sums[k] + v.cpu() if k in sums else v.cpu()
             lb = batch.get("labels")
-            bid = list(batch["ids"])
-            names = list(outs)
-            if accelerator is not None:
-                parts = [outs[k].contiguous() for k in names] + [pr.contiguous()]
-                if lb is not None:
-                    parts.append(lb.contiguous())
-                gathered = accelerator.gather_for_metrics(tuple(parts))
-                outs = dict(zip(names, gathered[: len(names)]))
-                pr = gathered[len(names)]
-                lb = gathered[len(names) + 1] if lb is not None else None
-                bid = accelerator.gather_for_metrics(bid, use_gather_object=True)
-            ids.extend(str(i) for i in bid)
-            for k in names:
-                logits[k].append(outs[k].cpu())
-            if lb is not None:
-                labels.append(lb.cpu())
-            present.append(pr.cpu())
+            chunks.append({"ids": [str(i) for i in batch["ids"]], "logits": outs, "present": pr.cpu(),
+                           "labels": lb.cpu() if lb is not None else None})
     finally:
         inner.train(was_training)
-    if accelerator is not None and accelerator.num_processes > 1 and sums:
-        keys = sorted(sums)
-        flat = torch.cat([sums[k].double().flatten() for k in keys]).to(accelerator.device)
-        flat = accelerator.reduce(flat, reduction="sum").cpu()
-        out, i = {}, 0
-        for k in keys:
-            n = sums[k].numel()
-            out[k] = flat[i:i + n].view_as(sums[k])
-            i += n
-        sums = out
+    chunks = gather_batches(chunks, accelerator)
     if accelerator is not None and accelerator.num_processes > 1:
         from accelerate.utils import gather_object
 
-        skipped = [r for part in gather_object([skipped]) for r in part]
+        parts = gather_object([(sums, skipped)])
+        sums = {}
+        for part, _ in parts:  # the padding's repeated samples count again here (diagnostics only)
+            for k, v in part.items():
+                sums[k] = sums[k] + v.double() if k in sums else v.double()
+        skipped = [r for _, records in parts for r in records]
     once: dict[tuple[str, str], dict[str, Any]] = {}
     for r in skipped:  # one record per sample and modality (padding repeats samples)
         once.setdefault((str(r["id"]), str(r.get("modality"))), r)
     skipped = list(once.values())
+    ids = [i for c in chunks for i in c["ids"]]
+    labelled = bool(chunks) and all(c["labels"] is not None for c in chunks)
     result = {
         "ids": ids,
         "skipped": skipped,
-        "logits": {k: torch.cat(v) if v else torch.empty(0, 0) for k, v in logits.items()},
-        "labels": torch.cat(labels) if labels and len(labels) == len(present) else None,
-        "present": torch.cat(present) if present else torch.empty(0, 0),
+        "logits": {k: torch.cat([c["logits"][k] for c in chunks]) if chunks else torch.empty(0, 0)
+                   for k in scenarios},
+        "labels": torch.cat([c["labels"] for c in chunks]) if labelled else None,
+        "present": torch.cat([c["present"] for c in chunks]) if chunks else torch.empty(0, 0),
         "sums": sums,
     }
     if len(set(ids)) != len(ids):

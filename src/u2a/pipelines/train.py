@@ -198,8 +198,9 @@ def _train_locked(cfg, run_dir: Path, accelerator, resume, overwrite: bool, scor
     splits = datasets if score_test else {k: v for k, v in datasets.items() if k != "test"}
     trainer = Trainer(
         cfg, model, splits,
-        collate_fn=build_collator(cfg.model, train=True, skip_bad=cfg.data.skip_bad),
-        eval_collate_fn=build_collator(cfg.model, train=False, skip_bad=cfg.data.skip_bad),
+        collate_fn=build_collator(cfg.model, train=True, skip_bad=cfg.data.skip_bad, allow_empty=cfg.data.skip_bad),
+        eval_collate_fn=build_collator(cfg.model, train=False, skip_bad=cfg.data.skip_bad,
+                                       allow_empty=cfg.data.skip_bad),
         run_dir=run_dir, accelerator=accelerator,
     )
     if is_main:

@@ -160,6 +160,7 @@ class Trainer:
         model.to(self.accelerator.device)
         self.runtime = configure(model, tc.attention, tc.mixed_precision, self.accelerator.device)
         self.skipped_samples: list[dict[str, Any]] = []  # data.skip_bad: samples that failed to decode
+        self.skipped_batches = 0  # training batches skipped: every sample failed on some process
         # before the optimizer exists: statistics the method needs (deterministic, also on resume)
         with torch.no_grad(), self.accelerator.autocast():
             self.prepared = self.method.prepare(model, self.datasets["train"], eval_collate_fn or collate_fn, cfg,
@@ -309,6 +310,7 @@ class Trainer:
             "method": self.cfg.model.method,
             "metrics_bytes": size,
             "samples_seen": self.samples_before + self._samples_seen,
+            "skipped_batches": self.skipped_batches,
             "train_time_s": self.time_before + (time.time() - self._t0),
             "time": time.time(),
         }
@@ -400,6 +402,7 @@ class Trainer:
         else:
             log.warning("checkpoint %s has no RNG state for process %d; continuing with fresh RNG", path, rank)
         self.samples_before = int(st.get("samples_seen", 0))
+        self.skipped_batches = int(st.get("skipped_batches", 0))
         self.time_before = float(st.get("train_time_s", 0.0))
         self.resumed_from = str(path)
         self.accelerator.wait_for_everyone()
@@ -417,6 +420,50 @@ class Trainer:
             self.accelerator.clip_grad_norm_(self._params, self.tc.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+
+    def _loaded_samples(self, batch: dict[str, Any], epoch: int, i: int) -> int | None:
+        """The number of samples of this batch over all processes, or None when the batch is
+        skipped: every sample of it failed to load (data.skip_bad) on this or, with several
+        processes, on another process - all processes then skip it together, since each training
+        step needs every process (gradient sync, the methods' collectives)."""
+        acc = self.accelerator
+        local = len(batch["ids"])
+        if acc.num_processes == 1:
+            counts = [local]
+        else:
+            counts = acc.gather(torch.tensor([local], device=acc.device)).cpu().tolist()
+        if all(counts):
+            return int(sum(counts))
+        empty = [r for r, c in enumerate(counts) if c == 0]
+        not_trained = int(sum(counts))
+        self.skipped_batches += 1
+        if self.is_main:
+            where = f" on process{'es' if len(empty) > 1 else ''} {', '.join(map(str, empty))}" \
+                if acc.num_processes > 1 else ""
+            rest = (f"; every process skips it, so the {not_trained} samples that loaded on the others are not "
+                    "trained on in this epoch") if acc.num_processes > 1 else ""
+            log.warning("epoch %d, batch %d: every sample failed to load%s (listed in data.json)%s",
+                        epoch + 1, i + 1, where, rest)
+        self._log({"type": "skipped_batch", "epoch": epoch + 1, "batch": i + 1, "global_step": self.global_step,
+                   "processes": empty, "not_trained": not_trained})
+        return None
+
+    def _average_gradients(self) -> None:
+        """Average the accumulated gradients over the processes (what DDP does in the backward of
+        a group's last batch, when that batch was skipped); a parameter without a gradient on one
+        process counts as zero there."""
+        params, acc = self._params, self.accelerator
+        has = acc.reduce(torch.tensor([float(p.grad is not None) for p in params], device=acc.device),
+                         reduction="sum").cpu()
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).detach().flatten().float()
+                          for p in params])
+        flat = acc.reduce(flat, reduction="mean")
+        i = 0
+        for p, h in zip(params, has.tolist()):
+            n = p.numel()
+            if h:  # a parameter that no process has a gradient for keeps none (the optimizer skips it)
+                p.grad = flat[i:i + n].view_as(p).to(p.dtype)
+            i += n
 
     def _train_step(self, batch: dict[str, Any], epoch: int, i: int, group: int) -> dict[str, torch.Tensor]:
         tc = self.tc
@@ -493,24 +540,28 @@ class Trainer:
             i = skip
             for i, batch in enumerate(loader, start=skip):
                 if batch.get("skipped"):
-                    # data.skip_bad (a batch in which every sample fails raises in the collator)
+                    # data.skip_bad: the samples of this batch that failed to load
                     self.skipped_samples.extend({**r, "split": "train"} for r in batch["skipped"])
                 group_start = (i // ga) * ga
                 group = min(ga, n_batches - group_start)
                 sync = (i + 1 - group_start) == group
-                ctx = contextlib.nullcontext() if sync or acc.num_processes == 1 else acc.no_sync(self.model)
-                with ctx:
-                    losses = self._train_step(batch, epoch, i, group)
-                for k, v in losses.items():
-                    step_losses[k] = step_losses.get(k, 0.0) + v.cpu()
-                step_n += 1
-                self.epoch_loss_sum += float(losses["loss"])
-                self.epoch_loss_count += 1
-                for k, v in losses.items():
-                    self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + float(v)
-                n = len(batch["ids"]) * acc.num_processes
-                self._samples_seen += n
-                window_samples += n
+                n = self._loaded_samples(batch, epoch, i)
+                if n is not None:
+                    ctx = contextlib.nullcontext() if sync or acc.num_processes == 1 else acc.no_sync(self.model)
+                    with ctx:
+                        losses = self._train_step(batch, epoch, i, group)
+                    for k, v in losses.items():
+                        step_losses[k] = step_losses.get(k, 0.0) + v.cpu()
+                    step_n += 1
+                    self.epoch_loss_sum += float(losses["loss"])
+                    self.epoch_loss_count += 1
+                    for k, v in losses.items():
+                        self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + float(v)
+                    self._samples_seen += n
+                    window_samples += n
+                elif sync and step_n and acc.num_processes > 1 and not self.method.steps_optimizer:
+                    # the group's earlier batches ran without gradient sync (no_sync): sync here
+                    self._average_gradients()
                 self.step_in_epoch = i + 1
                 bar.update(1)
                 if not sync:
@@ -521,15 +572,17 @@ class Trainer:
                 self.scheduler.step()
                 self.global_step += 1
                 # the step's losses over all processes; the log window is part of the checkpoint state
-                keys = sorted(step_losses)
-                vec = torch.stack([torch.as_tensor(step_losses[k], dtype=torch.float32) for k in keys]) / step_n
-                step_mean = acc.reduce(vec.to(acc.device), reduction="mean").cpu()
+                # (no losses when every batch of the step was skipped - on every process alike)
+                if step_n:
+                    keys = sorted(step_losses)
+                    vec = torch.stack([torch.as_tensor(step_losses[k], dtype=torch.float32) for k in keys]) / step_n
+                    step_mean = acc.reduce(vec.to(acc.device), reduction="mean").cpu()
+                    for k, v in zip(keys, step_mean.tolist()):
+                        self.log_window[k] = self.log_window.get(k, 0.0) + v
+                    self.log_window_n += 1
                 step_losses = {}
                 step_n = 0
-                for k, v in zip(keys, step_mean.tolist()):
-                    self.log_window[k] = self.log_window.get(k, 0.0) + v
-                self.log_window_n += 1
-                if self.global_step % tc.log_every_steps == 0:
+                if self.global_step % tc.log_every_steps == 0 and self.log_window_n:
                     mean = {k: v / max(self.log_window_n, 1) for k, v in self.log_window.items()}
                     rate = window_samples / max(time.time() - t_window, 1e-9)
                     self._log({"type": "step", "epoch": epoch + 1, "global_step": self.global_step,
@@ -637,6 +690,7 @@ class Trainer:
             "train_samples": samples_seen,
             "samples_per_s": samples_seen / elapsed if elapsed > 0 else None,
             "resumed_from": self.resumed_from,
+            "skipped_batches": self.skipped_batches,
             "mixed_precision": self.tc.mixed_precision,
         }
         summary["runtime"] = self.runtime

@@ -55,6 +55,8 @@ class U2AMethod(Method):
         try:
             for start in range(0, len(indices), batch_size):
                 batch = move_batch(collate([dataset[i] for i in indices[start:start + batch_size]]), dev)
+                if not batch["ids"]:
+                    continue  # every sample failed to load (data.skip_bad): the training lists them
                 feats = model.encode(batch["inputs"], batch["present"], ids=batch["ids"])
                 for (src, tgt), raw in feats.mt_source.items():
                     rows = feats.present[:, model.modalities.index(src)]
