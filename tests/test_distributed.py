@@ -7,6 +7,8 @@
     complete (the alignment loss averages over the rows that have both modalities, per process).
 (b) Validation on an odd number of samples (7: the distributed sampler pads the last batch)
     counts each sample exactly once.
+(c) data.skip_bad with samples and a whole batch that fail to load on one process.
+(d) The `u2a` command itself under torchrun against one process.
 """
 
 from __future__ import annotations
@@ -191,3 +193,35 @@ def test_two_processes_skip_samples_that_fail_to_load(tmp_path):
     assert summary["train_samples"] == 2 * 48 - 2 - 4 - 4
     w = load_file(str(cfg.run_dir / "checkpoints" / "epoch-0002" / "trainable.safetensors"))
     assert all(torch.isfinite(v).all() for v in w.values())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(TORCHRUN is None, reason="torchrun not found")
+def test_the_u2a_command_under_torchrun_matches_one_process(tmp_path):
+    """`torchrun --nproc_per_node 2 -m u2a.cli train CONFIG` (the documented launch, real data
+    pipeline: manifests, tokenizer, collator) writes one complete run folder, releases its lock,
+    and equals one process with the same global batch (the default recipe draws no random dropout
+    case: `cases: all`, and the tiny encoder has no dropout)."""
+    from u2a.cli import main
+
+    cfg = S.write_cli_config(tmp_path, epochs=2, batch_size=4, lr=1e-2)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
+    res = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "u2a.cli", "train", str(cfg),
+                          "--no-progress", "name=dist"], env=env, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
+    assert main(["train", str(cfg), "--no-progress", "name=single", "train.batch_size=8"]) == 0
+    dist_run, single_run = tmp_path / "runs" / "dist", tmp_path / "runs" / "single"
+    assert sorted(p.name for p in dist_run.iterdir()) == sorted(p.name for p in single_run.iterdir())
+    assert not (dist_run / "train.lock").exists()
+    dist, single = load_summary(dist_run), load_summary(single_run)
+    assert dist["num_processes"] == 2 and single["num_processes"] == 1
+    assert dist["global_steps"] == single["global_steps"] == 12
+    assert dist["test"]["n"] == dist["test"]["n_distinct"] == 6
+    assert dist["test"]["loss"] == pytest.approx(single["test"]["loss"], abs=1e-5)
+    assert dist["best_val"]["loss"] == pytest.approx(single["best_val"]["loss"], abs=1e-5)
+    a = load_file(str(dist_run / "best" / "adapter.safetensors"))
+    b = load_file(str(single_run / "best" / "adapter.safetensors"))
+    assert a.keys() == b.keys()
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= ATOL
