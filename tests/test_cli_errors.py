@@ -131,3 +131,25 @@ def test_atomic_dir_replaces_a_file_or_a_folder_and_leaves_nothing_aside(tmp_pat
         assert target.is_dir() and (target / "new.txt").read_text() == "new"
         assert not (target / "old.txt").exists()
         assert sorted(p.name for p in target.parent.iterdir()) == ["out"]
+
+
+
+@pytest.mark.parametrize("argv", [["evaluate", "RUN"], ["export", "RUN", "--out", "x"], ["demo"], ["data", "prepare", "emoji"]])
+def test_one_process_commands_refuse_a_multi_process_launch(tmp_path, monkeypatch, capsys, argv):
+    """Under torchrun/accelerate launch (WORLD_SIZE > 1) every process would run the whole command
+    and write the same files: the commands that run in one process refuse before doing anything."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"`u2a {argv[0]}` runs in one process" in err and "WORLD_SIZE=2" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_is_let_through_a_multi_process_launch(monkeypatch):
+    from u2a.cli import _one_process_unless_training
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    _one_process_unless_training("train")  # no error: train runs as one of several processes
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    _one_process_unless_training("evaluate")

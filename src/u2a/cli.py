@@ -98,6 +98,27 @@ def _plain_warnings() -> None:
     warnings.showwarning = show
 
 
+#: the commands that run as one of several processes (torchrun, accelerate launch)
+MULTI_PROCESS_COMMANDS = ("train",)
+
+
+def _one_process_unless_training(command: str) -> None:
+    """Under a multi-process launcher every process would run the whole command and write the same
+    outputs: refuse, naming the launch, for the commands that run in one process."""
+    import os
+
+    from u2a.errors import ConfigError
+
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        world = 1
+    if world > 1 and command not in MULTI_PROCESS_COMMANDS:
+        raise ConfigError(f"`u2a {command}` runs in one process, but this is one of {world} processes (WORLD_SIZE="
+                          f"{world}, set by torchrun or accelerate launch); run it without the launcher "
+                          f"(only {', '.join(f'`u2a {c}`' for c in MULTI_PROCESS_COMMANDS)} trains on several)")
+
+
 def main(argv: list[str] | None = None) -> int:
     from u2a.allocator import tune_allocator
 
@@ -110,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        _one_process_unless_training(args.command)
         return int(args.func(args) or 0)
     except U2AError as e:
         print(f"u2a: error: {e}", file=sys.stderr)
