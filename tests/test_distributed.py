@@ -5,8 +5,9 @@
     summation order of the gradient average differs. For an exact comparison the randomness that
     differs per process is off: encoder/LoRA dropout 0, modality dropout off, and all samples
     complete (the alignment loss averages over the rows that have both modalities, per process).
-(b) Validation on an odd number of samples (7: the distributed sampler pads the last batch)
-    counts each sample exactly once.
+(b) Validation on an odd number of samples (7: one process gets a smaller last batch; the
+    evaluation loaders do not pad it with repeats) counts each sample exactly once, in the
+    metrics and in the mask-token diagnostics.
 (c) data.skip_bad with samples and a whole batch that fail to load on one process.
 (d) The `u2a` command itself under torchrun against one process.
 """
@@ -81,6 +82,12 @@ def test_two_processes_match_one(tmp_path):
         assert d["train_loss"] == pytest.approx(s["train_loss"], abs=1e-5)
         assert d["val"]["loss"] == pytest.approx(s["val"]["loss"], abs=1e-5)
         assert d["val"]["accuracy"] == s["val"]["accuracy"]
+        # the mask-token diagnostics count each validation sample once too (no sampler padding)
+        assert d["val"]["estimates"].keys() == s["val"]["estimates"].keys()
+        for k, e in d["val"]["estimates"].items():
+            assert e["n"] == s["val"]["estimates"][k]["n"] == 7
+            assert e["mse"] == pytest.approx(s["val"]["estimates"][k]["mse"], rel=1e-4)
+            assert e["constant_mse"] == pytest.approx(s["val"]["estimates"][k]["constant_mse"], rel=1e-4)
     assert torch.isfinite(torch.tensor(worst))
 
 

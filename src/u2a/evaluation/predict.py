@@ -56,9 +56,10 @@ def gather_batches(chunks: list[Any], accelerator=None) -> list[Any]:
     """Every process's per-batch results (``chunks``: one entry per batch of its loader, CPU
     tensors), on every process, in the order one process would have seen them: batch k of process 0,
     batch k of process 1, ... (how accelerate shards an evaluation loader). One collective for the
-    whole split, so batches of different sizes - samples skipped on one process, an empty batch -
-    need no matching shapes; the sampler's padding (repeats of the first samples, at the end) is
-    for the caller to drop by id. The results of a whole split go through each process's memory."""
+    whole split, so batches of different sizes or numbers - samples skipped on one process, an
+    empty batch, a loader without padding (``even_batches`` off, as the Trainer's) - need no
+    matching shapes; a padding loader's repeats (of the first samples, at the end) are for the
+    caller to drop by id. The results of a whole split go through each process's memory."""
     if accelerator is None or accelerator.num_processes == 1:
         return list(chunks)
     from accelerate.utils import gather_object
@@ -167,7 +168,7 @@ def predict_scenarios(model: torch.nn.Module, loader, accelerator=None, scenario
 
         parts = gather_object([(sums, skipped)])
         sums = {}
-        for part, _ in parts:  # the padding's repeated samples count again here (diagnostics only)
+        for part, _ in parts:  # a loader that pads (even_batches) would count its repeats here again
             for k, v in part.items():
                 sums[k] = sums[k] + v.double() if k in sums else v.double()
         skipped = [r for _, records in parts for r in records]

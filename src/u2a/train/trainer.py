@@ -182,6 +182,12 @@ class Trainer:
         prepared = acc.prepare(model, optimizer, train_loader, *eval_loaders.values())
         self.model, self.optimizer, self.train_loader = prepared[:3]
         self.eval_loaders = dict(zip(eval_loaders, prepared[3:]))
+        for dl in self.eval_loaders.values():
+            # no padding of the last round with repeated samples: evaluation gathers each split once
+            # (predict_scenarios), so processes may end with batches of any size, or one fewer
+            sampler = getattr(dl, "batch_sampler", None)
+            if hasattr(sampler, "even_batches"):
+                sampler.even_batches = False
         self.batches_per_epoch = len(self.train_loader)
         inner = getattr(self.optimizer, "optimizer", self.optimizer)
         self.scheduler = build_scheduler(inner, tc, self.batches_per_epoch)
