@@ -280,3 +280,16 @@ def test_a_warm_up_that_covers_the_whole_run_is_warned_about(tmp_path, encoder):
     model = method_of(cfg.model).build_model(cfg.model)
     with pytest.warns(U2AWarning, match=r"warmup_epochs=1.0 covers the whole run \(12 optimizer steps\)"):
         Trainer(cfg, model, {"train": S.SyntheticDataset(48, seed=1, prefix="t")}, S.collate, cfg.run_dir)
+
+
+def test_repeated_sample_ids_are_kept_once_in_the_gathered_batches():
+    """A padding loader repeats the first samples at the end: each id is kept at its first
+    occurrence, in every tensor (and dict of tensors) of its batch; emptied batches go."""
+    from u2a.evaluation.predict import _drop_repeats
+
+    chunks = [{"ids": ["a", "b"], "logits": {"complete": torch.tensor([[1.0], [2.0]])}, "labels": torch.tensor([0, 1])},
+              {"ids": ["c", "a"], "logits": {"complete": torch.tensor([[3.0], [1.5]])}, "labels": torch.tensor([2, 0])},
+              {"ids": ["b"], "logits": {"complete": torch.tensor([[2.5]])}, "labels": torch.tensor([1])}]
+    out = _drop_repeats(chunks)
+    assert [c["ids"] for c in out] == [["a", "b"], ["c"]]
+    assert out[1]["logits"]["complete"].tolist() == [[3.0]] and out[1]["labels"].tolist() == [2]

@@ -19,8 +19,7 @@ def predict(model: torch.nn.Module, loader, accelerator=None) -> dict[str, Any]:
 
     Batches follow the batch contract (``ids``, ``inputs``, ``present``, ``labels``); an empty
     batch (every sample failed to load) is passed over. Each sample id appears once: the padding
-    that a distributed sampler adds to even out the last batch is dropped by id
-    (:func:`gather_batches`).
+    that a distributed sampler adds to even out the last batch is dropped by id.
     """
     was_training = model.training
     model.eval()
@@ -28,8 +27,7 @@ def predict(model: torch.nn.Module, loader, accelerator=None) -> dict[str, Any]:
     try:
         for batch in loader:
             if not batch["ids"]:
-                chunks.append({"ids": []})
-                continue
+                continue  # every sample of the batch failed to load (a collator with allow_empty)
             out = model(batch["inputs"], batch["present"], ids=batch["ids"])
             lb = batch.get("labels")
             chunks.append({"ids": [str(i) for i in batch["ids"]], "logits": out.logits.float().cpu(),
@@ -37,7 +35,7 @@ def predict(model: torch.nn.Module, loader, accelerator=None) -> dict[str, Any]:
                            "present": batch["present"].to(torch.bool).cpu()})
     finally:
         model.train(was_training)
-    chunks = [c for c in gather_batches(chunks, accelerator) if c["ids"]]
+    chunks = _drop_repeats(gather_batches(chunks, accelerator))
     if not chunks:
         return {"ids": [], "logits": torch.empty(0, 0), "labels": torch.empty(0), "present": torch.empty(0, 0)}
     labelled = all(c["labels"] is not None for c in chunks)
@@ -47,8 +45,6 @@ def predict(model: torch.nn.Module, loader, accelerator=None) -> dict[str, Any]:
         "labels": torch.cat([c["labels"] for c in chunks]) if labelled else None,
         "present": torch.cat([c["present"] for c in chunks]),
     }
-    if len(set(result["ids"])) != len(result["ids"]):
-        result = _dedup(result)
     return result
 
 
@@ -71,21 +67,29 @@ def gather_batches(chunks: list[Any], accelerator=None) -> list[Any]:
     return out
 
 
-def _dedup(result: dict[str, Any]) -> dict[str, Any]:
-    """Keep the first occurrence of each id (the wrap-around padding repeats earlier samples)."""
+def _drop_repeats(chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The per-batch results without every sample id after its first occurrence (a padding
+    loader's wrap-around repeats earlier samples) and without empty batches."""
     seen: set[str] = set()
-    keep = []
-    for i, sid in enumerate(result["ids"]):
-        if sid not in seen:
-            seen.add(sid)
-            keep.append(i)
-    idx = torch.tensor(keep, dtype=torch.long)
-    return {
-        "ids": [result["ids"][i] for i in keep],
-        "logits": result["logits"][idx],
-        "labels": result["labels"][idx] if result["labels"] is not None else None,
-        "present": result["present"][idx],
-    }
+    out = []
+    for c in chunks:
+        keep = [i for i, sid in enumerate(c["ids"]) if not (sid in seen or seen.add(sid))]
+        if len(keep) < len(c["ids"]):
+            c = _take(c, keep)
+        if keep:
+            out.append(c)
+    return out
+
+
+def _take(value: Any, keep: list[int]) -> Any:
+    """``value`` (a tensor, list, dict of them or None) at the rows ``keep``."""
+    if isinstance(value, dict):
+        return {k: _take(v, keep) for k, v in value.items()}
+    if isinstance(value, list):
+        return [value[i] for i in keep]
+    if isinstance(value, torch.Tensor):
+        return value[torch.tensor(keep, dtype=torch.long)]
+    return value
 
 
 def check_counted_once(result: dict[str, Any], dataset) -> None:
@@ -162,7 +166,7 @@ def predict_scenarios(model: torch.nn.Module, loader, accelerator=None, scenario
                            "labels": lb.cpu() if lb is not None else None})
     finally:
         inner.train(was_training)
-    chunks = gather_batches(chunks, accelerator)
+    chunks = _drop_repeats(gather_batches(chunks, accelerator))
     if accelerator is not None and accelerator.num_processes > 1:
         from accelerate.utils import gather_object
 
@@ -187,15 +191,6 @@ def predict_scenarios(model: torch.nn.Module, loader, accelerator=None, scenario
         "present": torch.cat([c["present"] for c in chunks]) if chunks else torch.empty(0, 0),
         "sums": sums,
     }
-    if len(set(ids)) != len(ids):
-        seen: set[str] = set()
-        keep = [i for i, sid in enumerate(ids) if not (sid in seen or seen.add(sid))]
-        idx = torch.tensor(keep, dtype=torch.long)
-        result["ids"] = [ids[i] for i in keep]
-        result["logits"] = {k: v[idx] for k, v in result["logits"].items()}
-        result["present"] = result["present"][idx]
-        if result["labels"] is not None:
-            result["labels"] = result["labels"][idx]
     return result
 
 
