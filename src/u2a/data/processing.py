@@ -465,7 +465,11 @@ class Collator:
         inputs: dict[str, dict[str, torch.Tensor]] = {}
         while good:
             try:
-                inputs = self._process(good)
+                # a batch is built the same way wherever it is asked for: a caller's bf16 autocast
+                # (the trainer's statistics pass, evaluation) must not reach the processors (torch
+                # ops inside Whisper's feature extractor would return bf16, which numpy cannot take)
+                with torch.autocast("cpu", enabled=False):
+                    inputs = self._process(good)
                 break
             except _Culprits as c:
                 for i in sorted(c.errors, reverse=True):
