@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[test,convert]"
+	$(BIN)/python -m pip install --quiet -e ".[test,convert,panel]"
 	touch $(STAMP)
 
 setup: $(STAMP)

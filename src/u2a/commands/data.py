@@ -50,6 +50,25 @@ def _prepare_emoji(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare_builtin(args: argparse.Namespace) -> int:
+    from u2a.data.builtin import prepare_builtin
+    from u2a.data.icons import default_folder
+    from u2a.io import oserror_names
+
+    t0 = time.monotonic()
+    target = args.out or default_folder(args.dataset, args.seed)
+    with oserror_names(target):
+        folder = prepare_builtin(args.dataset, seed=args.seed, out=args.out,
+                                 progress=not args.quiet and sys.stderr.isatty(), force=args.force)
+    info = json.loads((folder / "dataset.json").read_text())
+    counts = info["counts"]
+    splits = ", ".join(f"{s} {n}" for s, n in counts["per_split"].items())
+    print(f"{args.dataset} dataset: {counts['total']} samples ({splits}), {len(info['classes'])} classes, "
+          f"modalities {', '.join(info['modalities'])} [{time.monotonic() - t0:.1f}s]")
+    print(folder)
+    return 0
+
+
 IMPORT_DATASETS = ("food101", "mmimdb", "cremad", "kinetics_sounds", "ave")
 AUDIOVISUAL = ("cremad", "kinetics_sounds", "ave")
 
@@ -168,6 +187,24 @@ def register(sub, formatter_class=argparse.HelpFormatter) -> None:
     e.add_argument("--force", action="store_true", help="rebuild even if a complete dataset is there")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=_prepare_emoji)
+    from u2a.data.builtin import BUILTIN
+
+    for name, b in BUILTIN.items():
+        if name == "emoji":
+            continue
+        q = psub.add_parser(
+            name, formatter_class=formatter_class, help=b.summary,
+            description=f"Build the {name} dataset ({b.summary}; modalities: {', '.join(b.modalities)}) with a "
+                        "seeded, stratified 60/20/20 train/val/test split that keeps the variants of an icon "
+                        "together. Needs npm the first time, and the PyPI package espeakng-loader "
+                        "(pip install 'u2a[panel]'). Prints the dataset folder. See docs/datasets.md.",
+        )
+        q.add_argument("--seed", type=int, default=0, help="seed of the class draw, the split, the voices and the noise")
+        q.add_argument("--out", metavar="DIR", default=None,
+                       help=f"build the dataset in DIR instead of <cache>/data/{name}-<version>-seed<seed>")
+        q.add_argument("--force", action="store_true", help="rebuild even if a complete dataset is there")
+        q.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+        q.set_defaults(func=_prepare_builtin, dataset=name)
 
     im = dsub.add_parser(
         "import", formatter_class=formatter_class,

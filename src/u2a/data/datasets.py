@@ -67,12 +67,10 @@ def resolve_manifest_path(data_cfg: Any) -> Path:
     if getattr(data_cfg, "manifest", None):
         return Path(data_cfg.manifest).expanduser()
     name = getattr(data_cfg, "dataset", None)
-    if name == "emoji":
-        from u2a.data.emoji import prepare_emoji
-
-        return prepare_emoji()
     if name:
-        raise ConfigError(f"data.dataset: unknown built-in dataset {name!r} (known: ['emoji'])")
+        from u2a.data.builtin import prepare_builtin
+
+        return prepare_builtin(name)
     raise ConfigError("data: set data.manifest (a manifest file or folder) or data.dataset")
 
 
