@@ -137,3 +137,20 @@ def load_or_build_tables(
 def apply_code(code: int, pair: Sequence[str]) -> str | None:
     """The modality that a table code removes (None for 0)."""
     return None if code == 0 else pair[code - 1]
+
+
+def drop_table(n: int, ratio: float, what: str, modalities: Sequence[str], seed: int = 0) -> list[tuple[str, ...]]:
+    """Test-time tables for three or more modalities (MAP's tables are defined for two): per
+    sample, the modalities it loses. ``int(n * ratio)`` samples, drawn with ``random.Random``
+    seeded by ``seed``, ``ratio`` and ``what``, lose ``what`` (a modality name) or, with
+    ``what="mixed"``, a non-empty proper subset of the modalities drawn uniformly (so no sample
+    loses every modality); the others keep everything."""
+    mods = list(modalities)
+    if what != "mixed" and what not in mods:
+        raise ConfigError(f"missing type must be 'mixed' or one of {mods}, got {what!r}")
+    rng = random.Random(f"drop-table-{seed}-{ratio!r}-{what}")
+    table: list[tuple[str, ...]] = [()] * n
+    subsets = [tuple(m for j, m in enumerate(mods) if mask >> j & 1) for mask in range(1, 2 ** len(mods) - 1)]
+    for i in rng.sample(range(n), int(n * ratio)):
+        table[i] = (what,) if what != "mixed" else subsets[rng.randrange(len(subsets))]
+    return table

@@ -13,6 +13,12 @@ For a run's modality pair (a, b) (``missing_pair``: MAP's (text, image), else th
 - ``sweep`` (Figure 2): 100% of one modality and x% of the other, x in 0, 10, ..., 100, both ways.
 - ``all``: all of the above (each scenario once).
 
+With three or more modalities (MAP's tables are defined for two) the protocols are
+:func:`build_protocol_n`'s: ``complete``; ``missing``: eta of the test samples lose one modality,
+for each modality, and eta lose a random non-empty proper subset ("missing mixed");
+``absent``: every non-empty proper subset of the modalities alone (``image + text only``), for
+every sample; no sweep. The tables come from :func:`u2a.data.missing.drop_table`.
+
 Every scenario of a protocol is evaluated from one encoding pass of the split (see
 :mod:`u2a.evaluation.scenarios`): only the availability mask changes between scenarios.
 """
@@ -48,6 +54,10 @@ class ProtocolScenario(Scenario):
     percent: tuple[tuple[str, float], ...] = ()
     #: sweep scenarios: the modality that is swept and its percentage
     sweep: tuple[str, int] | None = None
+    #: three or more modalities: the modalities every sample loses (``absent``), and
+    #: ``(ratio, what)`` of a :func:`~u2a.data.missing.drop_table` (``missing``)
+    drop: tuple[str, ...] = ()
+    table: tuple[float, str] | None = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -58,6 +68,8 @@ class ProtocolScenario(Scenario):
             "chain": self.chain,
             "percent": dict(self.percent),
             "sweep": list(self.sweep) if self.sweep else None,
+            "drop": list(self.drop),
+            "table": list(self.table) if self.table else None,
         }
 
 
@@ -135,6 +147,53 @@ def build_protocol(name: str, pair: Sequence[str], eta: float = DEFAULT_ETA, swe
     return builders[name]()
 
 
+def build_protocol_n(name: str, modalities: Sequence[str], eta: float = DEFAULT_ETA) -> list[ProtocolScenario]:
+    """The scenarios of protocol ``name`` for three or more modalities (config order): see the
+    module docstring. ``sweep`` is a two-modality protocol; ``all`` is complete + missing + absent."""
+    from itertools import combinations
+
+    mods = list(modalities)
+    if len(mods) < 3:
+        raise ConfigError(f"build_protocol_n is for three or more modalities, got {mods}")
+    if name not in PROTOCOLS:
+        raise ConfigError(f"--protocol: unknown protocol {name!r}; known: {list(PROTOCOLS)}")
+    if name == "sweep":
+        raise ConfigError("--protocol sweep: the sweep is defined for two modalities; use complete, missing, "
+                          f"absent or all with {len(mods)}")
+    if not 0.0 < eta <= 1.0:
+        raise ConfigError(f"missing protocol: eta must be in (0, 1], got {eta}")
+    out: list[ProtocolScenario] = []
+    if name in ("complete", "all"):
+        out.append(ProtocolScenario("complete", protocol="complete", percent=_pct({m: 100 for m in mods})))
+    if name in ("missing", "all"):
+        e = f"{100 * eta:g}%"
+        for m in mods:
+            out.append(ProtocolScenario(f"missing {m} {e}", protocol="missing", table=(eta, m),
+                                        percent=_pct({o: 100 * (1 - eta) if o == m else 100 for o in mods})))
+        # of the 2^N - 2 non-empty proper subsets that a sample may lose, 2^(N-1) - 1 hold a
+        # given modality
+        share = (2 ** (len(mods) - 1) - 1) / (2 ** len(mods) - 2)
+        out.append(ProtocolScenario(f"missing mixed {e}", protocol="missing", table=(eta, "mixed"),
+                                    percent=_pct({o: 100 * (1 - eta * share) for o in mods})))
+    if name in ("absent", "all"):
+        for k in range(1, len(mods)):
+            for keep in combinations(mods, k):
+                drop = tuple(m for m in mods if m not in keep)
+                out.append(ProtocolScenario(f"{' + '.join(keep)} only", protocol="absent", drop=drop,
+                                            percent=_pct({m: 100 if m in keep else 0 for m in mods})))
+    return out
+
+
+def scenarios_for(name: str, modalities: Sequence[str], eta: float = DEFAULT_ETA) -> list[ProtocolScenario]:
+    """The scenarios of protocol ``name`` for a model's modalities: :func:`build_protocol` on the
+    MAP pair for two, :func:`build_protocol_n` for three or more."""
+    from u2a.data.datasets import missing_pair
+
+    if len(modalities) == 2:
+        return build_protocol(name, missing_pair(modalities), eta)
+    return build_protocol_n(name, modalities, eta)
+
+
 def protocol_eta(cfg: Any, eta: float | None = None) -> float:
     """The eta of the ``missing`` protocol: given, else the run's test ratio, else 0.7."""
     if eta is not None:
@@ -179,6 +238,8 @@ def availability(
     context: TableContext | None = None,
 ) -> torch.Tensor:
     """The (N, M) availability mask of a scenario on data whose modalities are ``present``."""
+    if isinstance(sc, ProtocolScenario) and (sc.drop or sc.table):
+        return _available_n(sc, present, modalities, seed)
     if not (isinstance(sc, ProtocolScenario) and sc.chain and sc.spec is not None):
         return scenario_available(sc, present, modalities, pair, seed)
     if context is None or context.sizes.get(context.split) != len(present):
@@ -189,6 +250,23 @@ def availability(
     for i, code in enumerate(context.table(sc.spec, pair)):
         if code:
             avail[i, list(modalities).index(pair[code - 1])] = False
+    empty = ~avail.any(dim=1)  # a sample never loses its only modality
+    avail[empty] = present[empty]
+    return avail
+
+
+def _available_n(sc: ProtocolScenario, present: torch.Tensor, modalities: Sequence[str], seed: int) -> torch.Tensor:
+    from u2a.data.missing import drop_table
+
+    mods = list(modalities)
+    avail = present.clone()
+    for m in sc.drop:
+        avail[:, mods.index(m)] = False
+    if sc.table is not None:
+        ratio, what = sc.table
+        for i, lost in enumerate(drop_table(len(present), ratio, what, mods, seed)):
+            for m in lost:
+                avail[i, mods.index(m)] = False
     empty = ~avail.any(dim=1)  # a sample never loses its only modality
     avail[empty] = present[empty]
     return avail

@@ -61,7 +61,11 @@ def write_figures(out_dir: Path, payloads: Sequence[Mapping[str, Any]], agg: Map
         panels = {lab: {s: _pc(res[lab][s], score) for s in pc_scen} for lab in labels}
         figs["fig5_per_class"] = plot_grouped_bars(panels, classes, out_dir / "fig5_per_class.png", score_name, ylim=(0, 105))
     if len(labels) > 1 and absent:
-        panels = {f"available: {[m for m in mods if m != a['drop_all']][0]}, missing: {a['drop_all']}":
+        def dropped(a):
+            return a.get("drop") or [a["drop_all"]]
+
+        panels = {f"available: {' + '.join(m for m in mods if m not in dropped(a))}, missing: "
+                  f"{' + '.join(dropped(a))}":
                   {lab: _pc(res[lab][a["name"]], score) for lab in labels} for a in absent}
         figs["fig3_mask_tokens"] = plot_grouped_bars(panels, classes, out_dir / "fig3_mask_tokens.png", score_name, ylim=(0, 105))
     mse = agg.get("mse", {})
@@ -98,8 +102,9 @@ def write_outputs(
     p0 = payloads[0]
     n_seeds = len(payloads)
     lines = [
-        f"- split: {p0['split']} ({p0['n']} samples); protocol: {p0['protocol']}; modality pair (table codes 1, 2): "
-        f"{', '.join(p0['pair'])}",
+        f"- split: {p0['split']} ({p0['n']} samples); protocol: {p0['protocol']}; "
+        + (f"modality pair (table codes 1, 2): {', '.join(p0['pair'])}" if len(p0["modalities"]) == 2 else
+           f"modalities: {', '.join(p0['modalities'])} (missing tables: u2a.data.missing.drop_table)"),
         "- models: " + "; ".join(
             f"{lab} ({v['run']})" if n_seeds == 1 else f"{lab} ({', '.join(str(p['models'][lab]['run']) for p in payloads)})"
             for lab, v in p0["models"].items()),

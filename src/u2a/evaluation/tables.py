@@ -126,8 +126,9 @@ def build_tables(payload: Mapping[str, Any], agg: Mapping[str, Any]) -> dict[str
     if "absent" in by_proto:
         rows = []
         for s in by_proto["absent"]:
-            avail = [m for m in mods if m != s["drop_all"]][0]
-            rows.append([avail, s["drop_all"], *cells(s["name"], metrics)])
+            dropped = s.get("drop") or [s["drop_all"]]
+            rows.append([" + ".join(m for m in mods if m not in dropped), " + ".join(dropped),
+                         *cells(s["name"], metrics)])
         if "complete" in scen:
             rows.append([" + ".join(mods), "-", *cells("complete", metrics)])
         tables["table4_absent"] = (["available", "missing", *metric_cols], rows)

@@ -22,7 +22,7 @@ import torch
 
 from u2a.config import RunConfig, load_saved_run_config
 from u2a.errors import ConfigError, ModelError
-from u2a.evaluation.protocols import TableContext, build_protocol, mask_token_mse, protocol_eta, run_protocol
+from u2a.evaluation.protocols import TableContext, mask_token_mse, protocol_eta, run_protocol, scenarios_for
 from u2a.evaluation.report import write_outputs
 
 
@@ -105,14 +105,13 @@ def evaluate_models(
             )
         if m.config.task != first.config.task:
             raise ModelError(f"{e.run_dir}: cannot compare a {m.config.task} model with a {first.config.task} one")
-    if len(names) != 2:
-        raise ConfigError(f"the evaluation protocols are defined for two modalities, the model has {names}")
     datasets = datasets if datasets is not None else test_datasets(cfg)
     if split not in datasets:
         raise ConfigError(f"--split {split}: the data has splits {sorted(datasets)}")
-    pair = missing_pair(names)
+    # two modalities: MAP's pair names the table codes; three or more: drop tables (protocols.py)
+    pair = missing_pair(names) if len(names) == 2 else tuple(names[:2])
     eta_v = protocol_eta(cfg, eta)
-    scenarios = build_protocol(protocol, pair, eta_v)
+    scenarios = scenarios_for(protocol, names, eta_v)
     sizes = {s: len(d) for s, d in datasets.items()}
     context = TableContext.from_config(cfg, sizes, split)
     seed = int(cfg.data.missing.seed)

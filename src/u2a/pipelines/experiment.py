@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 from u2a.config import RunConfig, load_run_config, load_saved_run_config
 from u2a.errors import ConfigError
-from u2a.evaluation.protocols import build_protocol
+from u2a.evaluation.protocols import scenarios_for
 from u2a.evaluation.report import write_outputs
 from u2a.methods import VARIANTS
 from u2a.pipelines.evaluate import Entry, evaluate_models, test_datasets
@@ -191,7 +191,7 @@ def run_experiment(
     overrides = list(overrides)
     chosen = parse_variants(methods, variants)
     base = load_run_config(config, overrides)
-    build_protocol(protocol, ("a", "b"))  # fail early on an unknown protocol
+    scenarios_for(protocol, base.model.modality_names)  # fail early on an unknown protocol
     for v in chosen:  # fail early on a bad override
         load_run_config(config, [*overrides, f"model.method={v.method}", *v.overrides])
     root = base.run_dir
