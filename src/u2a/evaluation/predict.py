@@ -157,7 +157,10 @@ def predict_scenarios(model: torch.nn.Module, loader, accelerator=None, scenario
             with autocast():
                 feats = inner.encode(batch["inputs"], batch["present"], ids=batch["ids"])
                 pr = feats.present
-                outs = {k: inner.select(feats, fn(pr)).logits.float().cpu() for k, fn in scenarios.items()}
+                outs = {}
+                for k, spec in scenarios.items():  # fn(present) -> available, or (fn, select kwargs)
+                    fn, kw = spec if isinstance(spec, tuple) else (spec, {})
+                    outs[k] = inner.select(feats, fn(pr), **kw).logits.float().cpu()
             if diagnostics and hasattr(inner, "estimate_sums"):
                 for k, v in inner.estimate_sums(feats).items():
                     sums[k] = sums[k] + v.cpu() if k in sums else v.cpu()

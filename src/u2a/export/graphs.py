@@ -13,8 +13,10 @@ Graph names and tensors (``<m>``, ``<s>``, ``<t>``: modality names, which are id
 - ``head.onnx``: inputs ``available`` (B, M) float (1 = the sample has the modality), ``cls_<m>``
   (B, D) and ``est_<s>_to_<t>`` (B, D) (rows of samples without s: anything, e.g. zeros); output
   ``logits`` (B, C). Slot t = ``cls_<t>`` where t is available, else the mean of
-  ``est_<s>_to_<t>`` over the available s (U2A, eq. 4); without mask tokens the placeholder's CLS
-  feature, a constant of the graph. Slots are summed and go through the head.
+  ``est_<s>_to_<t>`` over the available s (U2A, eq. 4), shrunk toward the constant fill by the
+  model's gates where it has them; without mask tokens the placeholder's CLS feature, a constant
+  of the graph. Slots are divided by the model's slot scales (``slot_norm``), summed and go
+  through the head (:func:`u2a.methods.u2a.selection.fuse_slots`, the model's own selection).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from typing import Iterator
 
 import torch
 from torch import nn
+
+from u2a.methods.u2a.selection import fuse_slots
 
 
 class EncoderGraph(nn.Module):
@@ -79,35 +83,36 @@ class HeadGraph(nn.Module):
         self.has_mt = bool(model.has_mask_tokens)
         self.pairs = [(s, t) for t in self.modalities for s in self.modalities if s != t] if self.has_mt else []
         self.head = model.head
-        if not self.has_mt:
-            # the ablation: the CLS feature of each modality's placeholder input, computed once
-            with torch.no_grad():
+        n = len(self.modalities)
+        with torch.no_grad():
+            if not self.has_mt:
+                # the ablation: the CLS feature of each modality's placeholder input, computed once
                 ph = torch.stack([model._placeholder_cls(m, None)[0].float() for m in self.modalities])
-            self.register_buffer("placeholder", ph)
+                self.register_buffer("placeholder", ph)
+            # the gates and constant fills the model predicts with (fixed once trained)
+            gates = model.gate_values() if self.has_mt else None
+            self.gated = gates is not None
+            if self.gated:
+                self.register_buffer("gates", gates.detach().float().clone())
+                self.register_buffer("constants", torch.cat([model.constant_fill(t).float() for t in self.modalities]))
+            scale = getattr(model, "slot_scale", None)
+            self.register_buffer("scale", scale.detach().float().clone() if scale is not None else torch.ones(n))
 
     def input_names(self) -> list[str]:
         return ["available"] + [f"cls_{m}" for m in self.modalities] + [f"est_{s}_to_{t}" for s, t in self.pairs]
 
     def select(self, available: torch.Tensor, cls: list[torch.Tensor], est: list[torch.Tensor]) -> torch.Tensor:
-        index = {p: i for i, p in enumerate(self.pairs)}
-        slots = []
-        for ti, t in enumerate(self.modalities):
-            avail_t = available[:, ti:ti + 1]
-            cls_t = cls[ti]
-            if self.has_mt:
-                total = torch.zeros_like(cls_t)
-                count = torch.zeros_like(avail_t)
-                for si, s in enumerate(self.modalities):
-                    if s == t:
-                        continue
-                    w = available[:, si:si + 1]
-                    total = total + w * est[index[(s, t)]]
-                    count = count + w
-                fill = total / count.clamp(min=1)
-            else:
-                fill = self.placeholder[ti].unsqueeze(0).expand_as(cls_t)
-            slots.append(torch.where(avail_t > 0.5, cls_t, fill))
-        fused = torch.stack(slots, dim=0).sum(dim=0)
+        """The model's own token selection (:func:`u2a.methods.u2a.selection.fuse_slots`) and head."""
+        mods = self.modalities
+        estimates = ({(mods.index(s), mods.index(t)): e for (s, t), e in zip(self.pairs, est)}
+                     if self.has_mt else None)
+        fused = fuse_slots(
+            available > 0.5, cls, estimates,
+            gates=self.gates if self.gated else None,
+            constants=[self.constants[i:i + 1] for i in range(len(mods))] if self.gated else None,
+            placeholders=[self.placeholder[i:i + 1] for i in range(len(mods))] if not self.has_mt else None,
+            scale=self.scale,
+        )
         return self.head(fused)
 
     def forward(self, available: torch.Tensor, *features: torch.Tensor) -> torch.Tensor:

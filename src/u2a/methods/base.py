@@ -290,6 +290,19 @@ class MethodModel(nn.Module):
         """Method-specific measurements on encoded features (U2A: mask-token estimate MSE)."""
         return {}
 
+    # ---- settings chosen on validation ------------------------------------------------------
+    def calibration_scenarios(self) -> dict[str, tuple[Callable, dict[str, Any]]]:
+        """Extra validation scenarios, ``name -> (availability function, select keyword
+        arguments)``, whose logits :meth:`calibrate` needs each time the model is validated
+        (U2A's ``gate: validation``); none by default."""
+        return {}
+
+    def calibrate(self, logits: Mapping[str, torch.Tensor], score: Callable[[torch.Tensor], float]) -> dict[str, Any]:
+        """Choose settings from the validation logits of :meth:`calibration_scenarios`
+        (``score(logits)``: the selection metric of logits on the validation labels), store them in
+        the model and return ``{"logits": {scenario: logits with the chosen settings}, ...}``."""
+        return {}
+
     # ---- LoRA merge ---------------------------------------------------------------------
     def merge_lora(self) -> None:
         merge_lora(self.encoders)

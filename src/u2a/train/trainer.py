@@ -269,9 +269,24 @@ class Trainer:
         selection value; and the method's estimate diagnostics (U2A: mask-token MSE next to the
         MSE of the constant mean)."""
         scenarios = scenarios or self.val_scenarios
-        result = predict_scenarios(self.model, self.eval_loaders[split], self.accelerator, scenarios, diagnostics=True)
+        inner = self.unwrapped
+        # settings the model chooses on validation (U2A's gate: validation), each time it is validated
+        calib = inner.calibration_scenarios() if split == "val" else {}
+        result = predict_scenarios(self.model, self.eval_loaders[split], self.accelerator,
+                                   {**scenarios, **calib}, diagnostics=True)
         check_counted_once(result, self.datasets[split])
         task, classes = self.cfg.model.task, self.cfg.model.classes
+        chosen = None
+        if calib:
+            sel_metric = self.tc.select_metric
+
+            def score(logits: torch.Tensor) -> float:
+                return float(compute_metrics(logits, result["labels"], task, classes, per_class=False)[sel_metric])
+
+            chosen = inner.calibrate({k: result["logits"].pop(k) for k in calib}, score)
+            for k, v in chosen.pop("logits", {}).items():
+                if k in result["logits"]:
+                    result["logits"][k] = v
         metrics = compute_metrics(result["logits"]["complete"], result["labels"], task, classes)
         metrics["n_distinct"] = len(set(result["ids"]))
         if result["skipped"]:
@@ -290,7 +305,8 @@ class Trainer:
             metrics["select_value"] = float(np.mean(vals))
         else:
             metrics["select_value"] = metrics.get(sel)
-        inner = self.unwrapped
+        if chosen:
+            metrics["calibration"] = chosen
         if result["sums"] and hasattr(inner, "estimate_errors"):
             metrics["estimates"] = inner.estimate_errors(result["sums"])
         return metrics

@@ -66,6 +66,10 @@ from typing import Optional
 from u2a.validation import check
 
 OUTPUTS = ("source", "target_norm", "residual", "linear")
+GATES = ("none", "validation", "learned")
+#: the shrinkages of ``gate: validation``
+GATE_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+SLOT_NORMS = ("none", "rms")
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,21 @@ class U2AConfig:
     source_align_weight: Optional[float] = None
     #: rank of the ``linear`` output's map from the MT output to the target space
     estimator_rank: int = 16
+    #: how far a missing modality's estimate is trusted (the slot is ``c_t + g_t (estimate - c_t)``,
+    #: ``c_t`` the constant fill: the estimate with its map switched off, i.e. the target's running
+    #: mean and learned anchor): ``none`` (g = 1, the estimate as it is), ``validation`` (each
+    #: epoch, g_t in GATE_GRID per target modality, chosen on the validation split's
+    #: single-/multi-modality scenarios; ties go to the larger g), ``learned`` (g_t = sigmoid(theta_t),
+    #: trained by the task loss)
+    gate: str = "none"
+    #: with ``modality_dropout.cases: all``: every drop-one case is trained twice, half of its weight
+    #: with the estimate and half with the constant fill (g = 0), so that the head also learns each
+    #: modality without the estimate (the ablation's and MLA's unimodal training)
+    fallback_cases: bool = False
+    #: ``none``, or ``rms``: every slot (CLS output, estimate, constant, placeholder) divided by the
+    #: RMS of its modality's CLS output over the statistics samples (measured before training), so
+    #: that encoders of different output scale enter the sum at the same scale
+    slot_norm: str = "none"
     #: training samples encoded before training for the target statistics and the floor check
     stats_samples: int = 256
 
@@ -174,6 +193,10 @@ class U2AConfig:
             check(self.source_align_weight >= 0, "model.u2a.source_align_weight",
                   f"must be >= 0 or null, got {self.source_align_weight}")
         check(self.estimator_rank >= 1, "model.u2a.estimator_rank", f"must be >= 1, got {self.estimator_rank}")
+        check(self.gate in GATES, "model.u2a.gate", f"must be one of {GATES}, got {self.gate!r}")
+        check(self.slot_norm in SLOT_NORMS, "model.u2a.slot_norm", f"must be one of {SLOT_NORMS}, got {self.slot_norm!r}")
+        check(not self.fallback_cases or self.modality_dropout.cases == "all", "model.u2a.fallback_cases",
+              "needs model.u2a.modality_dropout.cases: all (the constant-fill cases are trained next to every case)")
         check(self.stats_samples >= 2, "model.u2a.stats_samples", f"must be >= 2, got {self.stats_samples}")
 
     def settings(self) -> EstimatorSettings:

@@ -43,3 +43,16 @@ def every_case(present: torch.Tensor, keep_prob: float | None = None) -> list[tu
         drop[:, j] = complete
         cases.append(((1.0 - keep) / m, drop))
     return cases
+
+
+def with_constant_fill(cases: list[tuple[float, torch.Tensor]], n_modalities: int) -> list[tuple]:
+    """:func:`every_case`'s cases with each drop case split in two of half its weight: one filled
+    with the estimate (the model's gates), one with the constant fill (every gate 0), so that the
+    head learns each remaining modality both with and without the estimate. The keep-all case
+    (first) stays as it is; weights still sum to 1."""
+    out: list[tuple] = [cases[0]]
+    zeros = [0.0] * n_modalities
+    for w, drop in cases[1:]:
+        out.append((w / 2, drop))
+        out.append((w / 2, drop, zeros))
+    return out

@@ -12,7 +12,7 @@ import torch
 
 from u2a.methods import register_method
 from u2a.methods.base import Method, StepContext
-from u2a.methods.u2a.dropout import every_case, sample_modality_dropout
+from u2a.methods.u2a.dropout import every_case, sample_modality_dropout, with_constant_fill
 from u2a.methods.u2a.estimators import FloorCheck, reachable_floor
 from u2a.methods.u2a.losses import alignment_scale, u2a_loss
 from u2a.methods.u2a.model import U2AModel
@@ -50,6 +50,8 @@ class U2AMethod(Method):
         sources: dict[tuple[str, str], list[torch.Tensor]] = {}
         sq: dict[str, float] = {m: 0.0 for m in model.modalities}
         cnt: dict[str, float] = {m: 0.0 for m in model.modalities}
+        slot_sq: dict[str, float] = {m: 0.0 for m in model.modalities}
+        slot_n: dict[str, float] = {m: 0.0 for m in model.modalities}
         from u2a.data.processing import move_batch
 
         try:
@@ -66,6 +68,8 @@ class U2AMethod(Method):
                     rows = feats.present[:, j]
                     if rows.any():
                         targets[m].append(feats.align_target[m][rows].float().cpu())
+                        slot_sq[m] += float((feats.cls[m][rows].float() ** 2).mean(-1).sum())
+                        slot_n[m] += float(rows.sum())
                     x = batch["inputs"].get(m)
                     if x is not None:
                         sub, _ = model.rows_to_encode(m, x, rows)
@@ -82,6 +86,8 @@ class U2AMethod(Method):
             "targets": {m: torch.cat(v) if v else None for m, v in targets.items()},
             "sources": {k: torch.cat(v) for k, v in sources.items() if v},
             "embed_rms": {m: (sq[m] / cnt[m]) ** 0.5 if cnt[m] else None for m in model.modalities},
+            #: RMS of each modality's CLS output in the common space (the slot scale of slot_norm: rms)
+            "slot_rms": {m: (slot_sq[m] / slot_n[m]) ** 0.5 if slot_n[m] else None for m in model.modalities},
         }
 
     def floor_checks(self, model: U2AModel, targets: Mapping[str, torch.Tensor | None]) -> list[FloorCheck]:
@@ -118,15 +124,28 @@ class U2AMethod(Method):
         alignment loss), the embedding RMS for the token learning rate, and the floor check."""
         if dataset is None or len(dataset) == 0:
             return {}
-        # without mask tokens there is no estimator: only a token learning rate needs the pass
-        if not model.has_mask_tokens and model.settings.token_lr <= 0:
+        slot_norm = hasattr(model, "slot_scale")
+        # without mask tokens there is no estimator: only a token learning rate or the slot scale needs the pass
+        if not model.has_mask_tokens and model.settings.token_lr <= 0 and not slot_norm:
             return {}
         idx = stats_indices(len(dataset), cfg.model.u2a.stats_samples, cfg.train.seed)
         got = self.collect(model, dataset, collate, idx)
+        slot = {}
+        if slot_norm:
+            lacking = [m for m, v in got["slot_rms"].items() if not v]
+            if lacking:
+                from u2a.errors import DataError
+
+                raise DataError(f"the training data has no sample with modality {lacking}: cannot measure its scale")
+            with torch.no_grad():
+                model.slot_scale.copy_(torch.tensor([got["slot_rms"][m] for m in model.modalities]))
+            slot = {"slot_rms": got["slot_rms"]}
+            log("slot scales (RMS of each modality's CLS output; every slot is divided by it): "
+                + ", ".join(f"{m} {v:.3g}" for m, v in got["slot_rms"].items()))
         if not model.has_mask_tokens:
             self._embed_rms = got["embed_rms"]
             return {"stats_samples": len(idx), "embed_rms": self._embed_rms,
-                    "settings": {"token_lr": model.settings.token_lr}}
+                    "settings": {"token_lr": model.settings.token_lr}, **slot}
         targets = got["targets"]
         if len(model.stats):
             mean = {t: targets[t].mean(0) for t in model.stats if targets[t] is not None}
@@ -160,7 +179,7 @@ class U2AMethod(Method):
             for c in checks:
                 log(c.line())
         return {"stats_samples": len(idx), "floor": [c.as_dict() for c in checks],
-                "embed_rms": got["embed_rms"], "settings": s.__dict__}
+                "embed_rms": got["embed_rms"], "settings": s.__dict__, **slot}
 
     def param_groups(self, model: U2AModel, cfg: Any) -> list[dict[str, Any]]:
         lr = cfg.train.lr
@@ -217,7 +236,10 @@ class U2AMethod(Method):
         md = ucfg.modality_dropout
         model = ctx.unwrapped
         if md.enabled and md.cases == "all":
-            out = ctx.model(batch["inputs"], present, ids=batch["ids"], cases=every_case(present, md.keep_prob))
+            cases = every_case(present, md.keep_prob)
+            if ucfg.fallback_cases and model.has_mask_tokens:
+                cases = with_constant_fill(cases, len(model.modalities))
+            out = ctx.model(batch["inputs"], present, ids=batch["ids"], cases=cases)
         else:
             drop = None
             if md.enabled:

@@ -27,8 +27,30 @@ from u2a.encoders import EncoderAdapter
 from u2a.errors import ModelError
 from u2a.methods.base import BatchFeatures, MethodModel, ModelOutput
 from u2a.methods.u2a.estimators import layer_norm0, pair_key
+from u2a.methods.u2a.selection import fuse_slots
 
 Pair = tuple[str, str]
+
+
+def _proper_subsets(n: int) -> list[tuple[int, ...]]:
+    """The non-empty proper subsets of range(n), smallest first (config order within a size)."""
+    import itertools
+
+    return [k for size in range(1, n) for k in itertools.combinations(range(n), size)]
+
+
+def _keep_only(keep: tuple[int, ...]):
+    """Availability function: every sample keeps only the modalities ``keep`` (a sample with none
+    of them keeps what it has)."""
+
+    def fn(present: torch.Tensor) -> torch.Tensor:
+        avail = torch.zeros_like(present)
+        avail[:, list(keep)] = present[:, list(keep)]
+        empty = ~avail.any(dim=1)
+        avail[empty] = present[empty]
+        return avail
+
+    return fn
 
 
 @dataclass
@@ -148,10 +170,22 @@ class U2AModel(MethodModel):
             if out in ("residual", "linear"):
                 for t in self.modalities:
                     self.anchor[t] = nn.Parameter(torch.zeros(widths[t]))
-        if ucfg.mask_tokens and (out in ("residual", "linear") or self.settings.normalize_align):
+        self.gate_mode = ucfg.gate if ucfg.mask_tokens else "none"
+        #: the constant fill c_t is needed by a gate and by the constant-fill training cases
+        self.uses_constant = ucfg.mask_tokens and (self.gate_mode != "none" or ucfg.fallback_cases)
+        if ucfg.mask_tokens and (out in ("residual", "linear") or self.settings.normalize_align or self.uses_constant):
             for t in self.modalities:
                 dim_t = widths[t] if out != "source" else self.dim
                 self.stats[t] = _TargetStats(dim_t)
+        if self.gate_mode == "validation":
+            #: per target modality, the shrinkage of its estimate toward the constant fill (1: none),
+            #: chosen on validation (:meth:`calibrate`)
+            self.register_buffer("gates", torch.ones(n_mod))
+        elif self.gate_mode == "learned":
+            self.gate_logits = nn.Parameter(torch.full((n_mod,), 4.0))  # sigmoid(4) = 0.98
+        if ucfg.slot_norm == "rms":
+            #: per modality, the RMS of its CLS output (set before training): every slot is divided by it
+            self.register_buffer("slot_scale", torch.ones(n_mod))
         self.head = nn.Linear(self.dim, config.num_classes)
 
     @property
@@ -280,35 +314,51 @@ class U2AModel(MethodModel):
                         align_pred=pred_out, placeholder_cls=placeholder_cls, mt_source=raw_out,
                         mt_projected=proj_out)
 
-    def select(self, feats: Features, available: torch.Tensor) -> U2AOutput:
+    def constant_fill(self, t: str) -> torch.Tensor:
+        """c_t (1, D): the fill of a missing modality t when its estimate is not trusted (gate 0):
+        the estimate with its map switched off - the target's running mean, plus the learned
+        anchor of the ``residual``/``linear`` outputs - in the common space."""
+        st = self.stats[t]
+        c = st.run_mean + self.anchor[t] if t in self.anchor else st.run_mean
+        if self.settings.output != "source":
+            c = self.proj[t](c)
+        return c.to(self.head.weight.dtype).unsqueeze(0)
+
+    def gate_values(self, gates: torch.Tensor | Sequence[float] | None = None) -> torch.Tensor | None:
+        """The gate g_t of every modality (M,) that :meth:`select` applies: ``gates`` when given,
+        else the learned ones (``gate: learned``), the ones chosen on validation (``gate:
+        validation``, outside training; in training the estimate is used as it is) or None (no gate)."""
+        if gates is not None:
+            return torch.as_tensor(gates, dtype=torch.float32, device=self.head.weight.device)
+        if self.gate_mode == "learned":
+            return torch.sigmoid(self.gate_logits.float())
+        if self.gate_mode == "validation" and not self.training:
+            return self.gates.float()
+        return None
+
+    def select(self, feats: Features, available: torch.Tensor,
+               gates: torch.Tensor | Sequence[float] | None = None) -> U2AOutput:
         """Token selection (eq. 4), sum fusion and the head (eq. 5) for one availability pattern.
 
-        ``available`` (B, M) must be a subset of ``feats.present``."""
+        ``available`` (B, M) must be a subset of ``feats.present``. ``gates`` (M,): the trust in
+        each modality's estimate (the slot of a missing t is ``c_t + g_t (estimate - c_t)``,
+        :meth:`constant_fill`); default :meth:`gate_values`."""
         available = self.check_available(feats, available)
-        b = available.shape[0]
-        slots = []
-        for ti, t in enumerate(self.modalities):
-            avail_t = available[:, ti].unsqueeze(1)
-            cls_t = feats.cls[t]
-            if self.has_mask_tokens:
-                est = torch.zeros_like(cls_t)
-                count = torch.zeros_like(cls_t[:, :1])
-                for si, s in enumerate(self.modalities):
-                    if s == t or (s, t) not in feats.mt:
-                        continue
-                    w = available[:, si].unsqueeze(1).to(cls_t.dtype)
-                    e = feats.mt[(s, t)]
-                    if self.settings.detach_estimate and self.training:
-                        e = e.detach()  # the estimator learns from the alignment loss only
-                    est = est + w * e
-                    count = count + w
-                est = est / count.clamp(min=1)
-            elif t in feats.placeholder_cls:
-                est = feats.placeholder_cls[t].expand(b, -1)
-            else:
-                est = torch.zeros_like(cls_t)
-            slots.append(torch.where(avail_t, cls_t, est))
-        fused = torch.stack(slots, dim=0).sum(dim=0)
+        mods = self.modalities
+        estimates = g = constants = placeholders = None
+        if self.has_mask_tokens:
+            estimates = {}
+            for (s, t), e in feats.mt.items():
+                if self.settings.detach_estimate and self.training:
+                    e = e.detach()  # the estimator learns from the alignment loss only
+                estimates[(mods.index(s), mods.index(t))] = e
+            g = self.gate_values(gates)
+            if g is not None:
+                constants = [self.constant_fill(t) for t in mods]
+        else:
+            placeholders = [feats.placeholder_cls.get(t) for t in mods]
+        fused = fuse_slots(available, [feats.cls[t] for t in mods], estimates, g, constants, placeholders,
+                           getattr(self, "slot_scale", None))
         logits = self.head(fused)
         return U2AOutput(
             logits=logits, available=available, cls=feats.cls, mt=feats.mt, present=feats.present,
@@ -324,18 +374,19 @@ class U2AModel(MethodModel):
         encode_all: bool = False,
         cases: Sequence[tuple[float, torch.Tensor]] | None = None,
     ) -> U2AOutput:
-        """Encode, then select for ``present`` minus ``drop``; with ``cases`` (weight, drop mask)
-        pairs instead, select once per case from the same encoder outputs (``case_logits``)."""
+        """Encode, then select for ``present`` minus ``drop``; with ``cases`` (weight, drop mask) or
+        (weight, drop mask, gates) tuples instead, select once per case from the same encoder
+        outputs (``case_logits``)."""
         present = present.to(torch.bool)
         if cases is not None:
             if drop is not None:
                 raise ModelError("forward: give either drop or cases, not both")
-            avail = [present & ~d.to(torch.bool) for _, d in cases]
+            avail = [present & ~c[1].to(torch.bool) for c in cases]
             need = torch.stack([~a for a in avail]).any(dim=0)
             feats = self.encode(inputs, present, ids=ids, encode_all=encode_all, need_placeholder=need)
-            outs = [self.select(feats, a) for a in avail]
+            outs = [self.select(feats, a, gates=c[2] if len(c) > 2 else None) for c, a in zip(cases, avail)]
             first = outs[0]
-            first.case_logits = [(w, o.logits) for (w, _), o in zip(cases, outs)]
+            first.case_logits = [(c[0], o.logits) for c, o in zip(cases, outs)]
             return first
         available = present & ~drop.to(torch.bool) if drop is not None else present
         feats = self.encode(inputs, present, ids=ids, encode_all=encode_all, need_placeholder=~available)
@@ -361,6 +412,58 @@ class U2AModel(MethodModel):
     def _placeholder_feature(self, m: str, cls: torch.Tensor) -> torch.Tensor:
         """The slot feature of modality m's placeholder from its encoder's CLS output (1, width)."""
         return self.proj[m](cls).to(self.head.weight.dtype)
+
+    # ---- the gate, chosen on validation (gate: validation) ---------------------------------
+    def calibration_scenarios(self) -> dict[str, tuple[Any, dict[str, Any]]]:
+        """Extra validation scenarios from which :meth:`calibrate` chooses the gates: for every
+        non-empty proper subset K of the modalities, K alone with every gate 0, and with each
+        missing modality's gate 1 in turn (logits are affine in the gates: these give them all)."""
+        if self.gate_mode != "validation":
+            return {}
+        out: dict[str, tuple[Any, dict[str, Any]]] = {}
+        n = len(self.modalities)
+        for keep in _proper_subsets(n):
+            fn = _keep_only(keep)
+            name = " + ".join(self.modalities[j] for j in keep)
+            out[f"gate:{name}|0"] = (fn, {"gates": [0.0] * n})
+            for t in range(n):
+                if t not in keep:
+                    out[f"gate:{name}|{self.modalities[t]}"] = (fn, {"gates": [float(i == t) for i in range(n)]})
+        return out
+
+    @torch.no_grad()
+    def calibrate(self, logits: Mapping[str, torch.Tensor], score: Any) -> dict[str, Any]:
+        """Choose the gates (``GATE_GRID`` per modality) with the best mean ``score(logits)`` over
+        the subsets of :meth:`calibration_scenarios` (ties: the larger gates), store them, and
+        return ``{"gates": {m: g}, "score": best, "logits": {"<K> only": logits at the chosen
+        gates}}``."""
+        import itertools
+
+        from u2a.methods.u2a.config import GATE_GRID
+
+        n = len(self.modalities)
+        subsets = []
+        for keep in _proper_subsets(n):
+            name = " + ".join(self.modalities[j] for j in keep)
+            base = logits[f"gate:{name}|0"].float()
+            deltas = {t: logits[f"gate:{name}|{self.modalities[t]}"].float() - base for t in range(n) if t not in keep}
+            subsets.append((name, base, deltas))
+
+        def at(g, base, deltas):
+            out = base.clone()
+            for t, d in deltas.items():
+                out += g[t] * d
+            return out
+
+        best, best_key, best_g = None, None, None
+        for g in itertools.product(GATE_GRID, repeat=n):
+            value = sum(float(score(at(g, b, d))) for _, b, d in subsets) / len(subsets)
+            key = (round(value, 12), sum(g), g)
+            if best_key is None or key > best_key:
+                best, best_key, best_g = value, key, g
+        self.gates.copy_(torch.tensor(best_g, dtype=self.gates.dtype))
+        return {"gates": {m: float(best_g[i]) for i, m in enumerate(self.modalities)}, "score": best,
+                "logits": {f"{name} only": at(best_g, b, d) for name, b, d in subsets}}
 
     # ---- measurements -------------------------------------------------------------------
     @torch.no_grad()
