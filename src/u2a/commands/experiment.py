@@ -1,4 +1,5 @@
-"""``u2a experiment CONFIG --methods u2a,u2a_no_mt,mla,ume_mma --seeds 0,1,2 [--protocol all] [key=value ...]``."""
+"""``u2a experiment CONFIG --methods u2a,u2a_no_mt,mla,ume_mma --seeds 0,1,2 [--protocol all] [key=value ...]``,
+and ``u2a experiment --panel`` (every dataset of the panel, one table)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,28 @@ from u2a.commands import positive_int
 
 
 def run(args: argparse.Namespace) -> int:
+    from u2a.errors import ConfigError
     from u2a.pipelines.experiment import parse_seeds, run_experiment
 
     methods = args.methods
     if args.ablation and "u2a_no_mt" not in methods.split(","):
         methods = methods + ",u2a_no_mt"
+    if args.panel:
+        from u2a.pipelines.panel import run_panel
+
+        if args.config and "=" not in args.config:
+            raise ConfigError(f"--panel runs each panel dataset's own recipe: give no CONFIG (got {args.config!r}), "
+                              "only KEY=VALUE overrides")
+        overrides = ([args.config] if args.config else []) + list(args.overrides)
+        datasets = [d for d in (args.panel_datasets or "").split(",") if d] or None
+        summary = run_panel(parse_seeds(args.seeds), methods, args.variant or (), datasets, split=args.split,
+                            output_dir=args.output_dir, overrides=overrides, overwrite=args.overwrite,
+                            progress=not args.quiet, jobs=args.jobs)
+        print("\n" + summary["table"])
+        print(f"\nwrote {args.output_dir}/panel.json, panel.md and a report per dataset ({summary['time_s']:.0f} s)")
+        return 0
+    if not args.config:
+        raise ConfigError("u2a experiment: give a run config (YAML), or --panel")
     data = run_experiment(
         args.config, parse_seeds(args.seeds), args.overrides, methods=methods, variants=args.variant or (),
         protocol=args.protocol, split=args.split, eta=args.eta, overwrite=args.overwrite,
@@ -41,7 +59,7 @@ def register(sub, formatter_class) -> None:
         "See docs/evaluation.md and docs/methods.md.",
         formatter_class=formatter_class,
     )
-    p.add_argument("config", help="a run config (YAML)")
+    p.add_argument("config", nargs="?", default=None, help="a run config (YAML); none with --panel")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.epochs=1")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     p.add_argument("--methods", default="u2a", help="comma-separated methods/variants to compare")
@@ -60,5 +78,13 @@ def register(sub, formatter_class) -> None:
                    "per run up to one per core on a CPU, 1 with a GPU); evaluation follows in this process. "
                    "On 2 cores two 1-thread trainings side by side take ~1.5x the time of one 2-thread training "
                    "(docs/benchmarks.md)")
+    p.add_argument("--panel", action="store_true",
+                   help="run the methods on every dataset of the panel (emoji, mdi-spoken, tabler-trio), each with "
+                        "its shipped recipe, and write one table with paired differences against u2a_no_mt "
+                        "(docs/panel.md)")
+    p.add_argument("--panel-datasets", default=None, metavar="NAME,...",
+                   help="with --panel: only these panel datasets")
+    p.add_argument("--output-dir", default="runs/panel", metavar="DIR",
+                   help="with --panel: where the runs, the reports and panel.json/panel.md go")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
