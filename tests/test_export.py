@@ -107,6 +107,21 @@ def test_onnxruntime_equals_pytorch_for_every_pattern(tmp_path, image, text, u2a
     assert all(torch.equal(before[k], after[k]) for k in before)  # the caller's model is untouched
 
 
+@pytest.mark.parametrize("u2a", [{"gate": "validation", "fallback_cases": True, "slot_norm": "rms"},
+                                 {"gate": "learned"}, {"mask_tokens": False, "slot_norm": "rms"}],
+                         ids=["gate-validation+slot_norm", "gate-learned", "ablation+slot_norm"])
+def test_onnxruntime_equals_pytorch_with_gates_and_slot_scales(tmp_path, u2a):
+    """The exported head applies the model's own gates (chosen on validation or learned) and slot
+    scales: the selection is one function (u2a.methods.u2a.selection.fuse_slots)."""
+    model = build(**u2a)
+    with torch.no_grad():
+        if hasattr(model, "gates"):
+            model.gates.copy_(torch.tensor([0.25, 0.75]))
+        if hasattr(model, "slot_scale"):
+            model.slot_scale.copy_(torch.tensor([2.0, 0.5]))
+    check_patterns(model, export_model(model, tmp_path / "exp"), tmp_path / "exp")
+
+
 def test_onnxruntime_equals_pytorch_residual_estimator(residual):
     check_patterns(*residual)
 
